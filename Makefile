@@ -1,0 +1,41 @@
+# plmlens: `make demo` (main job on the built-in default) and `make test` (full test suite).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PROMOD3_DB := /usr/share/promod3/loop_data/structure_db.dat
+
+.PHONY: install system-deps test demo lint clean
+
+install: system-deps $(VENV)/.installed
+
+# Real structures (promod3-data) and DSSP (mkdssp) come from Debian; install them when apt can.
+system-deps:
+	@if [ ! -f $(PROMOD3_DB) ] || ! command -v mkdssp >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq promod3-data dssp; \
+	  else \
+	    echo "plmlens: promod3-data and/or dssp are missing and apt-get is not usable here;" \
+	         "integration tests that need them will fail." >&2; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/plmlens demo
+
+lint: install
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

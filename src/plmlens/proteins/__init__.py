@@ -1,0 +1,51 @@
+"""Proteins: the `Protein` record, its annotations, and the loaders that yield it.
+
+Everything downstream reads proteins through this subpackage::
+
+    from plmlens.proteins import iter_proteins, contact_map
+    for protein in iter_proteins("shared/data/structures"):
+        contacts = contact_map(protein)          # masked (L, L) bool
+"""
+
+from plmlens.proteins.annotations import (
+    CONTACT_RANGES,
+    contact_map,
+    cut_variable_domain,
+    residues_near,
+    variable_domain_end,
+    virtual_cb,
+)
+from plmlens.proteins.datasets import read_dataset, read_fasta, record_to_protein
+from plmlens.proteins.describe import Description, describe
+from plmlens.proteins.promod3 import StructureDB
+from plmlens.proteins.record import SS_CLASSES, STANDARD_AMINO_ACIDS, Protein, ProteinError
+from plmlens.proteins.skips import Skipped
+from plmlens.proteins.sources import Source, SourceError, iter_proteins, iter_records, load_proteins
+from plmlens.proteins.structure import StructureOptions, read_structure_file
+
+__all__ = [
+    "CONTACT_RANGES",
+    "SS_CLASSES",
+    "STANDARD_AMINO_ACIDS",
+    "Description",
+    "Protein",
+    "ProteinError",
+    "Skipped",
+    "Source",
+    "SourceError",
+    "StructureDB",
+    "StructureOptions",
+    "contact_map",
+    "cut_variable_domain",
+    "describe",
+    "iter_proteins",
+    "iter_records",
+    "load_proteins",
+    "read_dataset",
+    "read_fasta",
+    "read_structure_file",
+    "record_to_protein",
+    "residues_near",
+    "variable_domain_end",
+    "virtual_cb",
+]

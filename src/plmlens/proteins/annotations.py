@@ -1,0 +1,176 @@
+"""Annotations of a `Protein`: pure functions, each stating its definition.
+
+Undefined values are *masked*, never filled with 0: a pair involving a residue without coordinates is
+not "not a contact", it is unknown, and the analysis leaves it out of numerators, denominators and
+backgrounds alike.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from plmlens.proteins.record import Protein, ProteinError
+
+#: Sequence-separation ranges of contacts as CASP / ESM report them (inclusive bounds).
+CONTACT_RANGES: dict[str, tuple[int, int | None]] = {
+    "short": (6, 11),
+    "medium": (12, 23),
+    "long": (24, None),
+}
+
+
+def virtual_cb(n: np.ndarray, ca: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Ideal CB position from backbone N, CA and C.
+
+    Uses the tetrahedral construction of trRosetta / ESM-IF:
+    ``b = CA - N``, ``c = C - CA``, ``a = b × c`` and
+    ``CB = -0.58273431 a + 0.56802827 b - 0.54067466 c + CA``, which puts CB 1.52 Å from CA at the
+    ideal angles of an L-amino acid.
+
+    Parameters
+    ----------
+    n, ca, c : ndarray, shape (..., 3)
+        Backbone coordinates in Å.
+
+    Returns
+    -------
+    ndarray, shape (..., 3)
+        NaN wherever an input coordinate is NaN.
+    """
+    b = ca - n
+    cc = c - ca
+    a = np.cross(b, cc)
+    return -0.58273431 * a + 0.56802827 * b - 0.54067466 * cc + ca
+
+
+def contact_map(
+    protein: Protein,
+    threshold: float = 8.0,
+    min_separation: int = 6,
+    max_separation: int | None = None,
+    atom: str = "CA",
+) -> np.ma.MaskedArray:
+    """Residue contacts: pairs closer than `threshold` and at least `min_separation` apart in sequence.
+
+    ``f(i, j) = 1`` if ``d(i, j) < threshold`` and ``min_separation <= |i - j|`` (and
+    ``|i - j| <= max_separation`` when given), else 0 — the definition of TAPE and the paper
+    (8 Å between CA atoms, at least 6 apart). Pairs closer in sequence are defined and 0. A pair with a
+    residue lacking coordinates is undefined (masked), as is every pair of a sequence-only record.
+
+    Parameters
+    ----------
+    protein : Protein
+    threshold : float
+        Distance cut-off in Å.
+    min_separation, max_separation : int
+        Sequence-separation window, inclusive; see `CONTACT_RANGES` for short/medium/long.
+    atom : {"CA", "CB"}
+        ``CA`` as TAPE and the paper; ``CB`` (virtual for Gly) as CASP and ESM.
+
+    Returns
+    -------
+    numpy.ma.MaskedArray of bool, shape (L, L)
+        Symmetric; the diagonal is defined and 0.
+    """
+    coords = {"CA": protein.ca, "CB": protein.cb}.get(atom.upper())
+    if coords is None:
+        raise ValueError(f"atom must be 'CA' or 'CB', got {atom!r}")
+    defined = protein.has_coords & np.isfinite(coords).all(axis=1)
+    xyz = np.where(defined[:, None], coords, 0.0).astype(np.float64)
+    dist = np.sqrt(((xyz[:, None, :] - xyz[None, :, :]) ** 2).sum(-1))
+    sep = np.abs(np.subtract.outer(np.arange(len(protein)), np.arange(len(protein))))
+    within = sep >= min_separation
+    if max_separation is not None:
+        within &= sep <= max_separation
+    values = (dist < threshold) & within
+    mask = ~(defined[:, None] & defined[None, :])
+    return np.ma.MaskedArray(values & ~mask, mask=mask)
+
+
+def residues_near(
+    residue_atoms: np.ndarray,
+    atom_residue: np.ndarray,
+    n_residues: int,
+    partner_atoms: np.ndarray,
+    cutoff: float = 4.5,
+) -> np.ndarray:
+    """Residues with any atom within `cutoff` Å of any partner atom.
+
+    Parameters
+    ----------
+    residue_atoms : ndarray, shape (N, 3)
+        Heavy-atom coordinates of the protein.
+    atom_residue : ndarray of int, shape (N,)
+        Index of the residue (0..n_residues-1) each atom belongs to.
+    n_residues : int
+    partner_atoms : ndarray, shape (M, 3)
+        Heavy-atom coordinates of the ligand(s), other chain(s) or partner file.
+    cutoff : float
+        Distance in Å (4.5 by default, the usual heavy-atom contact distance).
+
+    Returns
+    -------
+    ndarray of bool, shape (n_residues,)
+    """
+    out = np.zeros(n_residues, dtype=bool)
+    if len(residue_atoms) == 0 or len(partner_atoms) == 0:
+        return out
+    distances, _ = cKDTree(partner_atoms).query(residue_atoms, k=1, distance_upper_bound=cutoff)
+    out[np.unique(atom_residue[np.isfinite(distances)])] = True
+    return out
+
+
+_J_MOTIF = re.compile(r"[WF]G.G")
+#: Residues from the start of the J-region motif to the end of the variable domain:
+#: heavy WGQGTLVTVSS (11), light FGQGTKLEIK (10).
+_J_TAIL = {"W": 11, "F": 10}
+
+
+def variable_domain_end(sequence: str, start: int = 80, stop: int = 150) -> int:
+    """End (exclusive) of an antibody variable domain, found by its J-region motif.
+
+    The variable domain ends with the J region: ``WGxG`` in heavy chains (and nanobodies), ``FGxG`` in
+    light chains, followed by about 7 (heavy) or 6 (light) more residues (e.g. WGQG-TLVTVSS,
+    FGQG-TKLEIK). The first motif starting between `start` and `stop` is used, so a motif inside a CDR
+    near the N-terminus is not mistaken for the J region.
+
+    Parameters
+    ----------
+    sequence : str
+    start, stop : int
+        Window (0-based) in which the motif must start.
+
+    Returns
+    -------
+    int
+        Index one past the last residue of the variable domain (capped at the sequence length).
+
+    Raises
+    ------
+    ValueError
+        If no J-region motif is found in the window.
+    """
+    match = _J_MOTIF.search(sequence, start, stop + 4)
+    if match is None or match.start() > stop:
+        raise ValueError(f"no J-region motif (WGxG / FGxG) between residues {start + 1} and {stop + 1}")
+    return min(len(sequence), match.start() + _J_TAIL[match.group()[0]])
+
+
+def cut_variable_domain(protein: Protein) -> Protein:
+    """The protein cut to its antibody variable domain (see `variable_domain_end`), annotations aligned.
+
+    Raises
+    ------
+    ProteinError
+        Naming the protein, when no J-region motif is found.
+    """
+    try:
+        end = variable_domain_end(protein.sequence)
+    except ValueError as error:
+        raise ProteinError(f"{protein.source}: {protein.id}: {error}") from None
+    cut = protein.subset(slice(0, end))
+    cut.meta["variable_domain"] = (1, end)
+    return cut

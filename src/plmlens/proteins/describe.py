@@ -1,0 +1,115 @@
+"""What a SOURCE holds: counts, lengths and the background frequency of every annotation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from plmlens.proteins.annotations import contact_map
+from plmlens.proteins.record import SS_CLASSES, STANDARD_AMINO_ACIDS, Protein
+from plmlens.proteins.skips import Skipped
+
+
+@dataclass
+class Counter:
+    """Numerator and denominator of one background frequency; ``share`` is None with no data."""
+
+    hits: int = 0
+    total: int = 0
+
+    def add(self, hits: int, total: int) -> None:
+        self.hits += int(hits)
+        self.total += int(total)
+
+    @property
+    def share(self) -> float | None:
+        return self.hits / self.total if self.total else None
+
+
+@dataclass
+class Description:
+    """Summary of a set of proteins (see `describe`)."""
+
+    lengths: list[int] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    counters: dict[str, Counter] = field(default_factory=dict)
+
+    @property
+    def n_proteins(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def n_residues(self) -> int:
+        return int(sum(self.lengths))
+
+    def length_distribution(self) -> dict[str, float]:
+        """Min, quartiles, mean and max of the protein lengths (empty when there are none)."""
+        if not self.lengths:
+            return {}
+        values = np.asarray(self.lengths)
+        q1, median, q3 = np.percentile(values, [25, 50, 75])
+        return {
+            "min": int(values.min()), "q1": float(q1), "median": float(median), "mean": float(values.mean()),
+            "q3": float(q3), "max": int(values.max()),
+        }  # fmt: skip
+
+    def backgrounds(self) -> dict[str, float | None]:
+        return {name: counter.share for name, counter in self.counters.items()}
+
+    def to_dict(self) -> dict:
+        """The JSON form: ``n_proteins``, ``n_residues``, ``n_skipped``, ``skipped``, ``lengths``,
+        ``backgrounds`` and ``counts`` (numerator and denominator of each background)."""
+        return {
+            "n_proteins": self.n_proteins,
+            "n_residues": self.n_residues,
+            "n_skipped": len(self.skipped),
+            "skipped": [s.to_dict() for s in self.skipped],
+            "lengths": self.length_distribution(),
+            "backgrounds": self.backgrounds(),
+            "counts": {name: {"hits": c.hits, "total": c.total} for name, c in self.counters.items()},
+        }
+
+
+BACKGROUND_KEYS = ("contact", "binding_site", "ptm", *SS_CLASSES, *STANDARD_AMINO_ACIDS)
+
+
+def describe(
+    records: Iterable[Protein | Skipped],
+    progress: Callable[[Protein], None] | None = None,
+) -> Description:
+    """Count proteins and residues and measure the background frequency of each annotation.
+
+    Backgrounds are shares over the *defined* entries only:
+
+    * ``contact``: contacts (`contact_map`, 8 Å between CA, separation ≥ 6) over all defined ordered
+      residue pairs (i, j), the diagonal included — the denominator the attention analysis uses;
+    * ``binding_site``, ``ptm``: labelled residues over residues of proteins that carry such labels;
+    * ``helix``, ``strand``, ``turn_bend``: over residues with a known DSSP state;
+    * each amino acid: over all residues.
+
+    A background is None (``null`` in JSON) when no protein defines it.
+    """
+    result = Description(counters={key: Counter() for key in BACKGROUND_KEYS})
+    counters = result.counters
+    for record in records:
+        if isinstance(record, Skipped):
+            result.skipped.append(record)
+            continue
+        result.lengths.append(len(record))
+        contacts = contact_map(record)
+        counters["contact"].add(contacts.filled(False).sum(), contacts.count())
+        for name in ("binding_site", "ptm"):
+            labels = getattr(record, name)
+            if labels is not None:
+                counters[name].add(labels.sum(), labels.size)
+        for ss_class in SS_CLASSES:
+            mask = record.ss_mask(ss_class)
+            counters[ss_class].add(mask.filled(False).sum(), mask.count())
+        letters = np.frombuffer(record.sequence.encode("ascii"), dtype="S1")
+        for letter in STANDARD_AMINO_ACIDS:
+            counters[letter].add((letters == letter.encode()).sum(), len(letters))
+        if progress is not None:
+            progress(record)
+    return result

@@ -1,0 +1,97 @@
+"""Secondary structure by DSSP: Debian's ``mkdssp`` when present, ``pydssp`` otherwise."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import gemmi
+import numpy as np
+
+from plmlens.proteins.record import SS_COIL
+
+ResidueKey = tuple[str, int, str]  # chain, author number, insertion code
+
+# mkdssp 4 reads PDB only when the file starts with HEADER; gemmi writes none for header-less input.
+_HEADER = "HEADER    PLMLENS DSSP INPUT                      01-JAN-00   XXXX              \n"
+
+
+class DsspError(RuntimeError):
+    """DSSP could not be computed for a structure."""
+
+
+@functools.cache
+def mkdssp_path() -> str | None:
+    """Path of the ``mkdssp`` executable, or None."""
+    return shutil.which("mkdssp")
+
+
+def dssp_available() -> bool:
+    """Whether secondary structure can be computed here (mkdssp or pydssp)."""
+    if mkdssp_path():
+        return True
+    try:
+        import pydssp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def parse_dssp(text: str) -> dict[ResidueKey, str]:
+    """Per-residue 8-state letters from classic DSSP output.
+
+    Blank (loop) and mkdssp 4's polyproline ``P`` are written as ``-``; chain-break lines (``!``) are
+    ignored. Columns follow the DSSP format: number 6–10, insertion code 11, chain 12, structure 17.
+    """
+    states: dict[ResidueKey, str] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        if line.startswith("  #  RESIDUE"):
+            break
+    for line in lines:
+        if len(line) < 17 or line[13] == "!":
+            continue
+        number = int(line[5:10])
+        letter = line[16]
+        states[(line[11], number, line[10].strip())] = letter if letter in "HGIEBTS" else SS_COIL
+    return states
+
+
+def run_mkdssp(structure: gemmi.Structure) -> dict[ResidueKey, str]:
+    """DSSP states of every residue of the first model, by running ``mkdssp``.
+
+    Raises
+    ------
+    DsspError
+        When mkdssp is missing or fails (its message is included).
+    """
+    exe = mkdssp_path()
+    if exe is None:
+        raise DsspError("mkdssp is not installed (Debian package 'dssp')")
+    with tempfile.TemporaryDirectory(prefix="plmlens-dssp-") as tmp:
+        pdb = Path(tmp) / "in.pdb"
+        out = Path(tmp) / "out.dssp"
+        options = gemmi.PdbWriteOptions(minimal=True)
+        pdb.write_text(_HEADER + structure.make_pdb_string(options))
+        result = subprocess.run(
+            [exe, "--output-format", "dssp", str(pdb), str(out)], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0 or not out.exists():
+            message = (result.stderr or result.stdout).strip().splitlines()
+            raise DsspError(f"mkdssp failed: {message[-1] if message else 'no output'}")
+        return parse_dssp(out.read_text())
+
+
+def run_pydssp(n: np.ndarray, ca: np.ndarray, c: np.ndarray, o: np.ndarray) -> str:
+    """Three-state DSSP (H, E, -) from backbone coordinates with ``pydssp`` (no mkdssp needed).
+
+    pydssp assigns only helix (H), strand (E) and loop, so Turn/Bend cannot be told from coil.
+    """
+    import pydssp
+
+    backbone = np.stack([n, ca, c, o], axis=1).astype(np.float32)
+    states = pydssp.assign(backbone, out_type="c3")
+    return "".join(SS_COIL if s == "-" else s for s in states)
