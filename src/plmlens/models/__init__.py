@@ -1,0 +1,25 @@
+"""Protein language models with residue-aligned, layer-by-layer attention and hidden states.
+
+``load_model(name_or_path)`` returns a :class:`ModelAdapter`; its :meth:`~ModelAdapter.iter_layers` runs a
+batch and yields one :class:`LayerOutput` per layer (attention ``(B, H, L, L)`` over residues only, special
+tokens dropped and not renormalised, and hidden states ``(B, L, d)``). ``registry_rows()`` lists the
+built-in models.
+"""
+
+from plmlens.models.adapter import LayerOutput, ModelAdapter
+from plmlens.models.errors import ModelLoadError, SequenceError
+from plmlens.models.registry import REGISTRY, load_model, paper_models, registry_rows
+from plmlens.models.tokenizers import STANDARD_RESIDUES, TruncationWarning
+
+__all__ = [
+    "REGISTRY",
+    "STANDARD_RESIDUES",
+    "LayerOutput",
+    "ModelAdapter",
+    "ModelLoadError",
+    "SequenceError",
+    "TruncationWarning",
+    "load_model",
+    "paper_models",
+    "registry_rows",
+]

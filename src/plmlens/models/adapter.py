@@ -1,0 +1,466 @@
+"""The model adapter: residue-aligned attention and hidden states, one layer at a time.
+
+A :class:`ModelAdapter` wraps a transformers module and its :class:`ResidueTokenizer`. Forward hooks on
+each layer's attention module and on each layer block take the attention probabilities and the block's
+output as they are computed, cut them down to the residues of each protein (special tokens and padding
+dropped, rows *not* renormalised, as in Vig et al. 2021) and hand them over. The forward pass runs in a
+worker thread that waits for the consumer to take each layer before it computes the next, so at most a few
+layers of a batch are alive at once however deep the model. The hooks also replace the attention tensor
+that transformers would carry on in its outputs by an empty one, so the model keeps nothing either.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from plmlens.models.tokenizers import STANDARD_RESIDUES, Encoding, ResidueTokenizer, as_records
+
+#: Largest token count recorded for models with relative positions only (XLNet, T5), which have no limit.
+UNBOUNDED = 1 << 30
+
+
+@dataclass
+class LayerOutput:
+    """One layer of one forward pass over a batch, residue-aligned.
+
+    Attributes
+    ----------
+    layer : int
+        0-based layer index.
+    attention : Tensor, shape (B, H, Lmax, Lmax), float32
+        ``[b, h, i, j]`` is the attention of head ``h`` from residue ``i`` to residue ``j`` of protein ``b``;
+        zero beyond ``lengths[b]``. Special tokens are dropped and rows are not renormalised, so a row sums
+        to at most 1.
+    hidden : Tensor, shape (B, Lmax, d), or None
+        The layer's output hidden states at residue positions (zero beyond ``lengths[b]``); None when not
+        requested.
+    lengths : LongTensor, shape (B,)
+        Residues of each protein after truncation.
+    ids : tuple of str
+        Protein ids, in batch order.
+    truncated : tuple of str
+        Ids of the proteins that were truncated to the length limit.
+    """
+
+    layer: int
+    attention: torch.Tensor
+    hidden: torch.Tensor | None
+    lengths: torch.Tensor
+    ids: tuple[str, ...] = ()
+    truncated: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """Where a transformers architecture computes its attention probabilities and layer outputs.
+
+    Parameters
+    ----------
+    block_class : str
+        Class name of the layer block; its output (or first output) is the layer's hidden states.
+    attention_class : str
+        Class name of the self-attention module whose output tuple holds the attention probabilities.
+    attention_index : int
+        Index of the probabilities in that tuple.
+    attention_layout : {"bhij", "ijbh"}
+        Axis order of the probabilities; XLNet computes them as (query, key, batch, head).
+    hidden_layout : {"bld", "lbd"}
+        Axis order of hidden states; XLNet is time-major.
+    forward_kwargs : mapping
+        Extra forward arguments: XLNet only returns probabilities when asked for attentions, and would keep
+        every layer's hidden states as memories unless told not to.
+    """
+
+    block_class: str
+    attention_class: str
+    attention_index: int = 1
+    attention_layout: str = "bhij"
+    hidden_layout: str = "bld"
+    forward_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _StoppedError(Exception):
+    """Raised inside the worker's hooks when the consumer has stopped reading."""
+
+
+_DONE = object()
+
+
+class ModelAdapter:
+    """A protein language model with residue-aligned, layer-by-layer access to attention and hidden states.
+
+    Parameters
+    ----------
+    name : str
+        Registry name or model id.
+    architecture : str
+        Architecture label (e.g. ``BERT``, ``XLNet``).
+    model : torch.nn.Module
+        The transformers encoder or decoder (no language-model head).
+    tokenizer : ResidueTokenizer
+        The model's residue tokenisation.
+    hooks : HookSpec
+        Where the architecture computes attention and layer outputs.
+    max_length : int
+        Largest number of tokens (special tokens included) the model accepts.
+    causal : bool
+        Whether attention is causal (left-to-right models such as GPT-2).
+    source : str
+        Where the weights come from (hub id, wheel, directory).
+    licence : str
+        Licence of the weights.
+    lm_model : torch.nn.Module, optional
+        The same model with its language-model head (sharing `model`'s weights), for residue prediction.
+    device : str or torch.device
+        Where to run.
+    dtype : torch.dtype, optional
+        Parameter dtype; outputs are float32 whatever it is.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        architecture: str,
+        model: nn.Module,
+        tokenizer: ResidueTokenizer,
+        hooks: HookSpec,
+        max_length: int,
+        causal: bool = False,
+        source: str = "",
+        licence: str = "",
+        lm_model: nn.Module | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.name = name
+        self.architecture = architecture
+        self.tokenizer = tokenizer
+        self.hooks = hooks
+        self.max_length = int(max_length)
+        self.causal = causal
+        self.source = source
+        self.licence = licence
+        self.device = torch.device(device)
+        owner = lm_model if lm_model is not None else model
+        owner.to(device=self.device, dtype=dtype)
+        owner.eval()
+        self.model = model
+        self.lm_model = lm_model
+        config = model.config
+        self.n_layers = int(config.num_hidden_layers)
+        self.n_heads = int(config.num_attention_heads)
+        self.n_params = sum(p.numel() for p in model.parameters())
+        self._blocks = self._modules_named(hooks.block_class)
+        self._attentions = [
+            m
+            for name_, m in model.named_modules()
+            if type(m).__name__ == hooks.attention_class
+            # Decoder-style blocks may also hold cross-attention; only self-attention maps residues.
+            and "cross" not in name_.lower()
+        ]
+        if not self._blocks or not self._attentions:
+            raise ValueError(
+                f"{name}: no {hooks.block_class} / {hooks.attention_class} modules in {type(model).__name__}"
+            )
+        self._busy = threading.Lock()
+
+    def _modules_named(self, class_name: str) -> list[nn.Module]:
+        return [m for m in self.model.modules() if type(m).__name__ == class_name]
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelAdapter({self.name!r}, {self.architecture}, {self.n_layers} layers, {self.n_heads} heads, "
+            f"{self.n_params:,} parameters)"
+        )
+
+    def encode(
+        self, sequences: Iterable[Any], ids: Sequence[str] | None = None, *, max_length: int = 512
+    ) -> Encoding:
+        """Tokenise a batch the way the model was trained.
+
+        Parameters
+        ----------
+        sequences : iterable of str or records with ``id`` and ``sequence``
+            Proteins.
+        ids : sequence of str, optional
+            Protein ids (default: the records' ids, or ``seq0``, ``seq1``, ...).
+        max_length : int
+            Token limit per protein, special tokens included (512 as in the paper); also capped at the
+            model's own limit. Longer proteins keep their first residues and are reported.
+
+        Returns
+        -------
+        Encoding
+        """
+        limit = min(int(max_length), self.max_length)
+        return self.tokenizer.encode(as_records(sequences, ids), max_tokens=limit, model_name=self.name)
+
+    def iter_layers(
+        self,
+        sequences: Iterable[Any],
+        ids: Sequence[str] | None = None,
+        *,
+        max_length: int = 512,
+        hidden_states: bool = True,
+    ) -> Iterator[LayerOutput]:
+        """Run one forward pass over a batch and yield each layer's residue-aligned outputs in order.
+
+        Parameters
+        ----------
+        sequences : iterable of str or records with ``id`` and ``sequence``
+            One batch of proteins; it is padded, and padding is masked so that each protein's results do
+            not depend on the rest of the batch.
+        ids : sequence of str, optional
+            Protein ids.
+        max_length : int
+            Token limit per protein (see :meth:`encode`).
+        hidden_states : bool
+            Whether to return hidden states as well as attention.
+
+        Returns
+        -------
+        iterator of LayerOutput
+            Layer ``k`` is computed only after layer ``k - 1`` was taken, so memory does not grow with the
+            number of layers. Input errors are raised here, before iteration starts.
+
+        Raises
+        ------
+        SequenceError
+            For an empty sequence or characters outside the model's alphabet.
+        """
+        encoding = self.encode(sequences, ids, max_length=max_length)
+        return self._stream(encoding, hidden_states)
+
+    def _stream(self, encoding: Encoding, hidden_states: bool) -> Iterator[LayerOutput]:
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"{self.name}: iter_layers is already running; finish that iteration first")
+        # One slot: the worker computes layer k + 1 while the consumer holds layer k, then waits.
+        channel: queue.Queue[Any] = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def send(item: Any) -> None:
+            while True:
+                if stop.is_set():
+                    raise _StoppedError
+                try:
+                    channel.put(item, timeout=0.05)
+                    return
+                except queue.Full:
+                    continue
+
+        worker = threading.Thread(
+            target=self._forward_worker, args=(encoding, hidden_states, send), daemon=True
+        )
+        try:
+            worker.start()
+            while True:
+                item = channel.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join()
+            self._busy.release()
+
+    def _forward_worker(self, encoding: Encoding, hidden_states: bool, send: Any) -> None:
+        spec = self.hooks
+        state: dict[str, Any] = {"layer": 0, "attention": None}
+        batch, width = encoding.input_ids.shape
+
+        def on_attention(module: nn.Module, args: Any, output: Any) -> Any:
+            probs = output[spec.attention_index]
+            aligned = probs.permute(2, 3, 0, 1) if spec.attention_layout == "ijbh" else probs
+            if aligned.dim() != 4 or aligned.shape[0] != batch or aligned.shape[2:] != (width, width):
+                raise RuntimeError(
+                    f"{self.name}: attention of layer {state['layer']} has shape {tuple(aligned.shape)}, "
+                    f"expected ({batch}, heads, {width}, {width})"
+                )
+            if aligned.shape[1] != self.n_heads:
+                raise RuntimeError(f"{self.name}: {aligned.shape[1]} heads, config says {self.n_heads}")
+            state["attention"] = _residue_square(aligned, encoding)
+            # Hand the probabilities over and leave the model an empty tensor, so it keeps no layer.
+            replaced = list(output)
+            replaced[spec.attention_index] = probs.new_zeros((0,) * probs.dim())
+            return tuple(replaced)
+
+        def on_block(module: nn.Module, args: Any, output: Any) -> None:
+            attention = state.pop("attention", None)
+            state["attention"] = None
+            if attention is None:
+                raise RuntimeError(f"{self.name}: layer {state['layer']} finished without attention")
+            hidden = None
+            if hidden_states:
+                h = output[0] if isinstance(output, tuple | list) else output
+                if spec.hidden_layout == "lbd":
+                    h = h.transpose(0, 1)
+                hidden = _residue_rows(h, encoding)
+            send(
+                LayerOutput(
+                    layer=state["layer"],
+                    attention=attention,
+                    hidden=hidden,
+                    lengths=encoding.lengths,
+                    ids=encoding.ids,
+                    truncated=encoding.truncated,
+                )
+            )
+            state["layer"] += 1
+
+        handles = [m.register_forward_hook(on_attention) for m in self._attentions]
+        handles += [m.register_forward_hook(on_block) for m in self._blocks]
+        try:
+            # Grad mode is per thread. no_grad, not inference_mode, so callers may edit results in place.
+            with torch.no_grad():
+                self.model(**encoding.model_inputs(self.device), **spec.forward_kwargs)
+            if state["layer"] != self.n_layers:
+                raise RuntimeError(f"{self.name}: {state['layer']} layers ran, config says {self.n_layers}")
+            send(_DONE)
+        except _StoppedError:
+            return
+        except BaseException as error:  # handed to the consumer, who re-raises it
+            try:
+                send(error)
+            except _StoppedError:
+                return
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def attention(self, sequence: Any, max_length: int = 512) -> np.ndarray:
+        """All layers' attention for one protein.
+
+        Parameters
+        ----------
+        sequence : str or record with ``id`` and ``sequence``
+            One protein.
+        max_length : int
+            Token limit (see :meth:`encode`).
+
+        Returns
+        -------
+        ndarray of float32, shape (layers, heads, L, L)
+        """
+        layers = [
+            out.attention[0].numpy()
+            for out in self.iter_layers([sequence], max_length=max_length, hidden_states=False)
+        ]
+        return np.stack(layers)
+
+    def embed(
+        self,
+        sequences: Iterable[Any],
+        ids: Sequence[str] | None = None,
+        *,
+        layer: int = -1,
+        max_length: int = 512,
+    ) -> list[np.ndarray]:
+        """Hidden states of one layer for each protein of a batch.
+
+        Parameters
+        ----------
+        sequences : iterable of str or records with ``id`` and ``sequence``
+            Proteins.
+        ids : sequence of str, optional
+            Protein ids.
+        layer : int
+            Layer index, negative from the end (default: the last layer's output).
+        max_length : int
+            Token limit (see :meth:`encode`).
+
+        Returns
+        -------
+        list of ndarray of float32, shape (L, d)
+        """
+        wanted = layer % self.n_layers
+        for out in self.iter_layers(sequences, ids, max_length=max_length, hidden_states=True):
+            if out.layer == wanted and out.hidden is not None:
+                return [out.hidden[b, :n].numpy() for b, n in enumerate(out.lengths.tolist())]
+        raise RuntimeError(f"{self.name}: layer {layer} was not produced")
+
+    def residue_log_probs(
+        self,
+        sequences: Iterable[Any],
+        ids: Sequence[str] | None = None,
+        *,
+        masked: Sequence[Iterable[int]] | None = None,
+        max_length: int = 512,
+    ) -> list[np.ndarray]:
+        """Log-probabilities the language-model head gives the 20 standard residues at each position.
+
+        For a masked language model, position ``i`` is predicted from the whole sequence, with the positions
+        in ``masked`` replaced by the mask token. For a causal model, position ``i`` is predicted from the
+        tokens before it.
+
+        Parameters
+        ----------
+        sequences : iterable of str or records with ``id`` and ``sequence``
+            Proteins.
+        ids : sequence of str, optional
+            Protein ids.
+        masked : sequence of iterables of int, optional
+            For each protein, 0-based residue positions to mask (masked models only).
+        max_length : int
+            Token limit (see :meth:`encode`).
+
+        Returns
+        -------
+        list of ndarray of float32, shape (L, 20)
+            Columns in the order of ``STANDARD_RESIDUES`` (``ACDEFGHIKLMNPQRSTVWY``); log-probabilities over
+            the whole vocabulary, so a row need not sum to 1 over these columns.
+        """
+        if self.lm_model is None:
+            raise RuntimeError(f"{self.name} was loaded without a language-model head")
+        encoding = self.encode(sequences, ids, max_length=max_length)
+        input_ids = encoding.input_ids.clone()
+        if masked is not None:
+            if self.causal or self.tokenizer.mask_id is None:
+                raise ValueError(f"{self.name} has no mask token; it predicts residues left to right")
+            for b, positions in enumerate(masked):
+                for i in positions:
+                    if not 0 <= int(i) < int(encoding.lengths[b]):
+                        raise IndexError(f"{encoding.ids[b]}: masked position {i} outside the sequence")
+                    input_ids[b, int(encoding.starts[b]) + int(i)] = self.tokenizer.mask_id
+        inputs = encoding.model_inputs(self.device)
+        inputs["input_ids"] = input_ids.to(self.device)
+        columns = torch.tensor([self.tokenizer.residue_ids[c] for c in STANDARD_RESIDUES])
+        with torch.no_grad():
+            logits = self.lm_model(**inputs).logits.float().cpu()
+        log_probs = torch.log_softmax(logits, dim=-1)[..., columns]
+        shift = 1 if self.causal else 0
+        if self.causal and not self.tokenizer.prefix:
+            raise ValueError(f"{self.name}: no token precedes the first residue, so it cannot be predicted")
+        result = []
+        for b, (start, n) in enumerate(zip(encoding.starts.tolist(), encoding.lengths.tolist(), strict=True)):
+            result.append(log_probs[b, start - shift : start - shift + n].numpy())
+        return result
+
+
+def _residue_square(probs: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+    """Cut (B, H, T, T) attention to each protein's residue block, zero-padded to (B, H, Lmax, Lmax)."""
+    lengths = encoding.lengths.tolist()
+    width = max(lengths)
+    out = torch.zeros((probs.shape[0], probs.shape[1], width, width), dtype=torch.float32)
+    for b, (start, n) in enumerate(zip(encoding.starts.tolist(), lengths, strict=True)):
+        out[b, :, :n, :n] = probs[b, :, start : start + n, start : start + n].float().cpu()
+    return out
+
+
+def _residue_rows(hidden: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+    """Cut (B, T, d) hidden states to each protein's residues, zero-padded to (B, Lmax, d)."""
+    lengths = encoding.lengths.tolist()
+    out = torch.zeros((hidden.shape[0], max(lengths), hidden.shape[-1]), dtype=torch.float32)
+    for b, (start, n) in enumerate(zip(encoding.starts.tolist(), lengths, strict=True)):
+        out[b, :n] = hidden[b, start : start + n].float().cpu()
+    return out

@@ -1,0 +1,311 @@
+"""Transformers models from the Hugging Face Hub or a local directory, architecture read from the config.
+
+The architecture families are keyed by the config's ``model_type`` (not by model name): each says which
+transformers class to build, where its attention and layer outputs are, and how proteins are written for
+it (ProtTrans models read space-separated residues with U, Z, O, B as X; ESM reads a plain string). A
+``model_type`` not listed here still loads when transformers records its attentions through
+``_can_record_outputs``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from plmlens.models.adapter import UNBOUNDED, HookSpec, ModelAdapter
+from plmlens.models.errors import ModelLoadError
+from plmlens.models.tokenizers import PROTTRANS_REPLACEMENTS, from_hf_tokenizer
+
+
+@dataclass(frozen=True)
+class Family:
+    """How to load and read one transformers architecture.
+
+    Parameters
+    ----------
+    architecture : str
+        Label shown in the registry.
+    model_class : str
+        transformers class of the bare encoder (or decoder), e.g. ``BertModel``.
+    hooks : HookSpec
+        Where attention and layer outputs are computed.
+    spaced : bool
+        Whether residues are written space-separated for the tokenizer.
+    replacements : mapping of str to str
+        Residue letters read as another letter.
+    causal : bool
+        Left-to-right attention.
+    max_length : callable
+        Token limit from the config.
+    """
+
+    architecture: str
+    model_class: str
+    hooks: HookSpec
+    spaced: bool = True
+    replacements: Mapping[str, str] = field(default_factory=dict)
+    causal: bool = False
+    max_length: Callable[[Any], int] = lambda config: int(config.max_position_embeddings)
+
+
+FAMILIES: dict[str, Family] = {
+    "bert": Family(
+        "BERT",
+        "BertModel",
+        HookSpec("BertLayer", "BertSelfAttention", 1),
+        replacements=PROTTRANS_REPLACEMENTS,
+    ),
+    "albert": Family(
+        "ALBERT",
+        "AlbertModel",
+        # One AlbertLayer shared by all layers fires once per layer; the hooks count the calls.
+        HookSpec("AlbertLayer", "AlbertAttention", 1),
+        replacements=PROTTRANS_REPLACEMENTS,
+    ),
+    "xlnet": Family(
+        "XLNet",
+        "XLNetModel",
+        HookSpec(
+            "XLNetLayer",
+            "XLNetRelativeAttention",
+            2,
+            attention_layout="ijbh",
+            hidden_layout="lbd",
+            forward_kwargs={"output_attentions": True, "use_mems": False},
+        ),
+        replacements=PROTTRANS_REPLACEMENTS,
+        max_length=lambda config: UNBOUNDED,
+    ),
+    "t5": Family(
+        "T5 encoder",
+        "T5EncoderModel",
+        HookSpec("T5Block", "T5LayerSelfAttention", -1),
+        replacements=PROTTRANS_REPLACEMENTS,
+        max_length=lambda config: UNBOUNDED,
+    ),
+    "esm": Family("ESM", "EsmModel", HookSpec("EsmLayer", "EsmSelfAttention", 1), spaced=False),
+    "roberta": Family(
+        "RoBERTa",
+        "RobertaModel",
+        HookSpec("RobertaLayer", "RobertaSelfAttention", 1),
+        spaced=False,
+        # Positions start after the padding index, as in fairseq.
+        max_length=lambda config: int(config.max_position_embeddings) - int(config.pad_token_id) - 1,
+    ),
+    "gpt2": Family(
+        "GPT-2",
+        "GPT2Model",
+        HookSpec("GPT2Block", "GPT2Attention", 1),
+        spaced=False,
+        causal=True,
+        max_length=lambda config: int(config.n_positions),
+    ),
+}
+
+
+def _family_from_recorder(model_type: str, model_class: type) -> Family:
+    """A family for an unlisted architecture, from transformers' own record of where its outputs are."""
+    record = getattr(model_class, "_can_record_outputs", None) or {}
+
+    def target(key: str, default_index: int) -> tuple[str, int] | None:
+        spec = record.get(key)
+        if isinstance(spec, list):
+            spec = spec[0] if spec else None
+        if spec is None:
+            return None
+        if isinstance(spec, type):
+            return spec.__name__, default_index
+        cls = getattr(spec, "target_class", None)
+        return (cls.__name__ if cls else spec.class_name), int(spec.index)
+
+    blocks, attention = target("hidden_states", 0), target("attentions", 1)
+    if blocks is None or attention is None:
+        raise ModelLoadError(
+            f"model type {model_type!r} is not supported: transformers records no attentions for it"
+        )
+    return Family(
+        model_type,
+        model_class.__name__,
+        HookSpec(blocks[0], attention[0], attention[1]),
+        spaced=False,
+        max_length=lambda config: int(getattr(config, "max_position_embeddings", UNBOUNDED)),
+    )
+
+
+def _offline() -> bool:
+    return any(
+        os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _download_error(model_id: str, reason: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"could not download model {model_id!r} from the Hugging Face Hub ({reason}); download it where "
+        f"the hub is reachable (huggingface-cli download {model_id} --local-dir DIR) and pass the "
+        "directory instead: load_model('DIR')"
+    )
+
+
+def resolve_source(name_or_path: str | Path) -> tuple[str, bool]:
+    """Decide whether to read a local directory, the local hub cache, or the hub.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        Local directory or hub model id.
+
+    Returns
+    -------
+    (str, bool)
+        What to pass to ``from_pretrained`` and whether to stay off the network.
+
+    Raises
+    ------
+    ModelLoadError
+        When the model is neither a directory nor cached and the hub cannot be reached; this fails in
+        seconds instead of retrying.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return str(path), True
+    model_id = str(name_or_path)
+    if path.suffix or model_id.startswith((".", "/", "~")):
+        raise ModelLoadError(f"{model_id!r} is neither a registry name nor an existing model directory")
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(model_id, "config.json")
+    except Exception:
+        cached = None
+    if _offline():
+        if isinstance(cached, str):
+            return model_id, True
+        raise _download_error(model_id, "offline mode is set and it is not in the local cache")
+    if not _hub_reachable():
+        if isinstance(cached, str):
+            return model_id, True
+        raise _download_error(model_id, "the hub cannot be reached")
+    return model_id, False
+
+
+def load_hf(
+    name_or_path: str | Path,
+    *,
+    name: str | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    source: str | None = None,
+    licence: str = "see the model card",
+    replacements: Mapping[str, str] | None = None,
+) -> ModelAdapter:
+    """Load a transformers protein model (hub id or local directory) as a :class:`ModelAdapter`.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        Hub model id (e.g. ``Rostlab/prot_bert``) or a directory written by ``save_pretrained``
+        holding the model and its tokenizer.
+    name : str, optional
+        Name to report (default: `name_or_path`).
+    device : str or torch.device
+        Where to run.
+    dtype : torch.dtype, optional
+        Parameter dtype.
+    trust_remote_code : bool
+        Passed to transformers; off unless asked for, since it runs code from the model repository.
+    source, licence : str
+        Provenance to report.
+    replacements : mapping of str to str, optional
+        Residue letters read as another letter (default: the family's convention).
+
+    Returns
+    -------
+    ModelAdapter
+
+    Raises
+    ------
+    ModelLoadError
+        If the model cannot be downloaded, read, or does not match its config.
+    """
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
+
+    label = name or str(name_or_path)
+    where, local_only = resolve_source(name_or_path)
+    options = {"local_files_only": local_only, "trust_remote_code": trust_remote_code}
+    try:
+        config = AutoConfig.from_pretrained(where, **options)
+    except Exception as error:
+        raise ModelLoadError(f"{label}: could not read its config: {_first_line(error)}") from error
+    family = FAMILIES.get(config.model_type)
+    if family is None:
+        from transformers import AutoModel
+
+        try:
+            model_class = AutoModel._model_mapping[type(config)]
+        except Exception as error:
+            raise ModelLoadError(f"{label}: model type {config.model_type!r} is not supported") from error
+        family = _family_from_recorder(config.model_type, model_class)
+    model_class = getattr(transformers, family.model_class)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **options)
+    except Exception as error:
+        raise ModelLoadError(f"{label}: could not load its tokenizer: {_first_line(error)}") from error
+    residues = from_hf_tokenizer(
+        tokenizer,
+        spaced=family.spaced,
+        replacements=family.replacements if replacements is None else replacements,
+        name=label,
+    )
+    try:
+        model, info = model_class.from_pretrained(
+            where, attn_implementation="eager", dtype=dtype, output_loading_info=True, **options
+        )
+    except Exception as error:
+        raise ModelLoadError(f"{label}: could not load its weights: {_first_line(error)}") from error
+    # A base model read from a checkpoint with heads may lack only the unused pooler; anything else
+    # missing would be silently random.
+    missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
+    mismatched = info.get("mismatched_keys", [])
+    if missing or mismatched:
+        shown = ", ".join(str(k) for k in (missing + list(mismatched))[:3])
+        raise ModelLoadError(f"{label}: checkpoint does not match its config ({shown})")
+    if model.config._attn_implementation != "eager":
+        raise ModelLoadError(f"{label}: eager attention could not be set, so attentions are unavailable")
+    return ModelAdapter(
+        name=label,
+        architecture=family.architecture,
+        model=model,
+        tokenizer=residues,
+        hooks=family.hooks,
+        max_length=family.max_length(config),
+        causal=family.causal,
+        source=source or str(name_or_path),
+        licence=licence,
+        device=device,
+        dtype=dtype,
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
