@@ -23,6 +23,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	# Pretrained antibody pLMs shipped in wheels: sapiens and iglm pin old torch in their metadata,
+	# so they go in without dependencies (iglm is non-commercial: an optional extra, installed for tests).
+	$(BIN)/pip install -q --no-deps sapiens==1.0.5 iglm==0.1.0
 	touch $@
 
 test: install
