@@ -63,13 +63,9 @@ class PdbBuilder:
         for name in atoms:
             if name == "CB" and resname == "GLY":
                 continue
-            self.atom(
-                record, name, resname, chain, number, np.asarray(ca_position) + IDEAL[name], name[0], icode
-            )
+            self.atom(record, name, resname, chain, number, np.asarray(ca_position) + IDEAL[name], name[0], icode)
 
-    def hetero(
-        self, resname: str, chain: str, number: int, xyz, element: str = "C", name: str = "C1"
-    ) -> None:
+    def hetero(self, resname: str, chain: str, number: int, xyz, element: str = "C", name: str = "C1") -> None:
         self.atom("HETATM", name, resname, chain, number, xyz, element)
 
     def raw(self, line: str) -> None:

@@ -86,9 +86,7 @@ def antibody_chains(limit: int | None = None) -> list[AntibodyChain]:
                 sequence = gemmi.one_letter_code([r.name for r in polymer]).upper()
                 domain = variable_domain(sequence, wanted[chain.name])
                 if domain and set(domain) <= set("ACDEFGHIKLMNPQRSTVWY"):
-                    chains.append(
-                        AntibodyChain(f"{row['file'][:4]}.{chain.name}", wanted[chain.name], domain)
-                    )
+                    chains.append(AntibodyChain(f"{row['file'][:4]}.{chain.name}", wanted[chain.name], domain))
             if limit is not None and len(chains) >= limit:
                 return chains[:limit]
     return chains

@@ -60,9 +60,7 @@ def _build(kind: str):
         )  # fmt: skip
         return transformers.BertModel(config), tok, True, True
     if kind == "antiberty":
-        tok = transformers.BertTokenizer(
-            vocab={t: i for i, t in enumerate(ANTIBERTY_VOCAB)}, do_lower_case=False
-        )
+        tok = transformers.BertTokenizer(vocab={t: i for i, t in enumerate(ANTIBERTY_VOCAB)}, do_lower_case=False)
         config = transformers.BertConfig(
             vocab_size=25, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
             max_position_embeddings=64, **SMALL,
@@ -156,9 +154,7 @@ def _reference(directory: Path, sequence: str, spaced: bool):
     model = getattr(transformers, family.model_class).from_pretrained(directory, attn_implementation="eager")
     model.eval()
     tok = transformers.AutoTokenizer.from_pretrained(directory)
-    enc = tok(
-        " ".join(sequence) if spaced else sequence, return_special_tokens_mask=True, return_tensors="pt"
-    )
+    enc = tok(" ".join(sequence) if spaced else sequence, return_special_tokens_mask=True, return_tensors="pt")
     residues = torch.nonzero(enc.pop("special_tokens_mask")[0] == 0).flatten()
     assert len(residues) == len(sequence)
     extra = {"use_mems": False} if config.model_type == "xlnet" else {}
@@ -323,11 +319,7 @@ def test_offline_hub_fails_fast_with_one_line(monkeypatch, tmp_path):
     message = str(caught.value)
     assert time.monotonic() - start < 10
     assert "\n" not in message
-    assert (
-        "'Rostlab/prot_bert'" in message
-        and "could not download" in message
-        and "load_model('DIR')" in message
-    )
+    assert "'Rostlab/prot_bert'" in message and "could not download" in message and "load_model('DIR')" in message
 
 
 def test_unreachable_hub_fails_fast(monkeypatch, tmp_path):
@@ -506,7 +498,5 @@ def test_registry_lists_the_paper_models_and_the_offline_ones():
     assert (rows["prot-bert"]["layers"], rows["prot-bert"]["heads"]) == (30, 16)
     assert (rows["prot-albert"]["layers"], rows["prot-albert"]["heads"]) == (12, 64)
     assert (rows["prot-xlnet"]["architecture"], rows["tape-bert"]["layers"]) == ("XLNet", 12)
-    assert {"antiberty", "sapiens-heavy", "sapiens-light", "iglm", "esm2-t6-8m", "prot-t5-xl-encoder"} <= set(
-        rows
-    )
+    assert {"antiberty", "sapiens-heavy", "sapiens-light", "iglm", "esm2-t6-8m", "prot-t5-xl-encoder"} <= set(rows)
     assert "non-commercial" in rows["iglm"]["licence"]

@@ -43,9 +43,7 @@ def chains() -> list[AntibodyChain]:
     return found
 
 
-def masked_recovery(
-    adapter: ModelAdapter, chains: list[AntibodyChain], rounds: int = 1, seed: int = 0
-) -> float:
+def masked_recovery(adapter: ModelAdapter, chains: list[AntibodyChain], rounds: int = 1, seed: int = 0) -> float:
     """Fraction of 15% randomly masked residues (seeded) whose most likely residue is the true one.
 
     Each round masks a fresh random 15% of every chain; rounds are pooled, for a steadier estimate on
@@ -56,14 +54,10 @@ def masked_recovery(
     for start in [s for _ in range(rounds) for s in range(0, len(chains), 8)]:
         batch = chains[start : start + 8]
         masks = [mask_positions(len(c.sequence), 0.15, generator) for c in batch]
-        log_probs = adapter.residue_log_probs(
-            [c.sequence for c in batch], [c.id for c in batch], masked=masks
-        )
+        log_probs = adapter.residue_log_probs([c.sequence for c in batch], [c.id for c in batch], masked=masks)
         for chain, mask, lp in zip(batch, masks, log_probs, strict=True):
             predicted = lp[mask].argmax(-1)
-            correct += sum(
-                STANDARD_RESIDUES[p] == chain.sequence[i] for p, i in zip(predicted, mask, strict=True)
-            )
+            correct += sum(STANDARD_RESIDUES[p] == chain.sequence[i] for p, i in zip(predicted, mask, strict=True))
             total += len(mask)
     return correct / total
 
@@ -82,9 +76,7 @@ def test_wheels_are_installed():
 
 
 def test_antiberty_vocabulary_and_shape():
-    vocab = (
-        package_dir("antiberty", "antiberty==0.1.3", "antiberty") / "trained_models" / "vocab.txt"
-    ).read_text()
+    vocab = (package_dir("antiberty", "antiberty==0.1.3", "antiberty") / "trained_models" / "vocab.txt").read_text()
     tokens = vocab.split()
     assert tokens[2:5] == ["[CLS]", "[SEP]", "[MASK]"]
     assert tokens[5:25] == list("ACDEFGHIKLMNPQRSTVWY")

@@ -62,9 +62,7 @@ def test_secondary_structure_lmdb_and_json_agree(tmp_path):
               "ss8": ss8, "protein_length": 10}  # fmt: skip
     lmdb_path = write_tape_lmdb(tmp_path / "secondary_structure_train.lmdb", [record])
     json_path = tmp_path / "secondary_structure_train.json"
-    json_path.write_text(
-        json.dumps([{k: v.tolist() if hasattr(v, "tolist") else v for k, v in record.items()}])
-    )
+    json_path.write_text(json.dumps([{k: v.tolist() if hasattr(v, "tolist") else v for k, v in record.items()}]))
     for path in (lmdb_path, json_path):
         (protein,) = list(read_dataset(path))
         assert protein.dssp == "HHGIEBST--"

@@ -11,7 +11,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from plmlens.ioutils import write_text_atomic
@@ -66,9 +73,7 @@ def _describe_with_progress(source: str, limit: int | None) -> Description:
             for record in items:
                 if isinstance(record, Skipped):
                     state["skipped"] += 1
-                    console.print(
-                        f"[yellow]skipped[/] {escape(str(record))}", highlight=False, soft_wrap=True
-                    )
+                    console.print(f"[yellow]skipped[/] {escape(str(record))}", highlight=False, soft_wrap=True)
                     progress.update(task, skipped=state["skipped"])
                 yield record
 
@@ -90,8 +95,7 @@ def print_description(source: str, result: Description) -> None:
     lengths = result.length_distribution()
     if lengths:
         out.print(
-            "lengths: "
-            + ", ".join(f"{k} {v:,.0f}" if k != "mean" else f"{k} {v:,.1f}" for k, v in lengths.items())
+            "lengths: " + ", ".join(f"{k} {v:,.0f}" if k != "mean" else f"{k} {v:,.1f}" for k, v in lengths.items())
         )
     table = Table(title="background frequencies", show_edge=False)
     table.add_column("annotation")
@@ -113,9 +117,7 @@ def print_description(source: str, result: Description) -> None:
 def proteins_describe(
     source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     limit: Annotated[int | None, typer.Option(help="Stop after N proteins.")] = None,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")
-    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
 ) -> None:
     """How many proteins and residues a SOURCE holds, their lengths, and annotation backgrounds."""
     try:
@@ -144,18 +146,98 @@ def models_list() -> None:
 
     table = Table(title="plmlens models", show_edge=False)
     for column in ("name", "architecture", "layers × heads", "parameters", "source", "licence"):
-        table.add_column(
-            column, justify="right" if column == "parameters" else "left", no_wrap=column != "source"
-        )
+        table.add_column(column, justify="right" if column == "parameters" else "left", no_wrap=column != "source")
     for row in registry_rows():
         table.add_row(
             row["name"], row["architecture"], f"{row['layers']} × {row['heads']}", f"{row['parameters']:,}",
             row["source"], row["licence"],
         )  # fmt: skip
     out.print(table)
+    out.print("Any other Hugging Face model id or local directory also works (architecture read from its config).")
+
+
+def _load_model_or_exit(model: str, device: str):
+    from plmlens.models import ModelLoadError, load_model
+
+    try:
+        return load_model(model, device=device)
+    except ModelLoadError as error:
+        raise fail(str(error)) from None
+
+
+@app.command()
+def analyze(
+    model: Annotated[str, typer.Option(help="Registry name (see `plmlens models`), Hugging Face id or directory.")],
+    data: Annotated[str, typer.Option(help=SOURCE_HELP)],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for heads.csv, layers.csv, ...")],
+    properties: Annotated[
+        str, typer.Option(help="Comma-separated property names or groups (default, contact_ranges, ...).")
+    ] = "default",
+    threshold: Annotated[float, typer.Option(help="θ: attention above it is a high-confidence arc.")] = 0.3,
+    max_length: Annotated[int, typer.Option(help="Token limit per protein; longer ones are truncated.")] = 512,
+    limit: Annotated[int | None, typer.Option(help="Stop after N proteins.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the null model and the bootstrap.")] = 123,
+    batch_size: Annotated[int, typer.Option(help="Proteins per forward pass.")] = 8,
+    n_bootstrap: Annotated[int, typer.Option(help="Protein-level bootstrap replicates (0: none).")] = 200,
+    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+) -> None:
+    """Measure how every attention head aligns with contacts, binding sites, PTMs, secondary structure
+    and amino acids, with significance tests, a null model and layer profiles."""
+    from plmlens.analysis import analyze as run_analysis
+    from plmlens.analysis import get_properties
+
+    try:
+        chosen = get_properties([p.strip() for p in properties.split(",") if p.strip()])
+        records = iter_records(data)
+    except (KeyError, SourceError) as error:
+        raise fail(str(error).strip("'\"")) from None
+    adapter = _load_model_or_exit(model, device)
+    console.print(f"analyze: {adapter!r} on [bold]{escape(data)}[/]", highlight=False)
+    with Progress(
+        TextColumn("[bold]analyze[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("proteins"),
+        TextColumn("{task.fields[rate]:,.0f} residues/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("analyze", total=limit, rate=0.0)
+
+        def update(state) -> None:
+            rate = state.n_residues / state.seconds if state.seconds else 0.0
+            progress.update(task, completed=state.n_proteins, rate=rate)
+
+        result = run_analysis(
+            adapter, records, chosen, threshold=threshold, max_length=max_length, batch_size=batch_size,
+            seed=seed, n_bootstrap=n_bootstrap, limit=limit, progress=update,
+            checkpoint=out_dir / "accumulator.partial.npz",
+        )  # fmt: skip
+    result.info["data"] = data
+    if result.accumulator.n_proteins == 0:
+        raise fail(f"{data}: no proteins could be analysed ({len(result.info['skipped'])} skipped)")
+    paths = result.save(out_dir)
+    (out_dir / "accumulator.partial.npz").unlink(missing_ok=True)
+    summary = json.loads(paths["summary"].read_text())
     out.print(
-        "Any other Hugging Face model id or local directory also works (architecture read from its config)."
+        f"{summary['n_proteins']:,} proteins, {summary['n_residues']:,} residues, {summary['n_skipped']} skipped, "
+        f"{summary['residues_per_second']:,.0f} residues/s",
+        highlight=False,
     )
+    table = Table(title="top head per property", show_edge=False)
+    for column in ("property", "head", "proportion", "background", "null", "significant"):
+        table.add_column(column)
+    for name, top in summary["top_heads"].items():
+        if name.startswith("aa_"):
+            continue
+        table.add_row(
+            name, top["head"], f"{100 * top['proportion']:.1f}%", f"{100 * top['background']:.2f}%",
+            f"{100 * (top['null_proportion'] or 0):.1f}%", "yes" if top["significant"] else "no",
+        )  # fmt: skip
+    out.print(table)
+    blosum = summary["blosum62_correlation"]
+
+    def fmt(r: float | None) -> str:
+        return "n/a" if r is None else f"{r:+.3f}"
+
+    out.print(f"attention similarity vs BLOSUM62: r = {fmt(blosum['model'])} (null model: {fmt(blosum['null'])})")
+    out.print(f"wrote {out_dir}/heads.csv, layers.csv, amino_acids.csv, summary.json", highlight=False)
 
 
 @app.command()
@@ -173,9 +255,7 @@ def demo(
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     app()
 
 

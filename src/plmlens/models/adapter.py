@@ -182,9 +182,7 @@ class ModelAdapter:
             f"{self.n_params:,} parameters)"
         )
 
-    def encode(
-        self, sequences: Iterable[Any], ids: Sequence[str] | None = None, *, max_length: int = 512
-    ) -> Encoding:
+    def encode(self, sequences: Iterable[Any], ids: Sequence[str] | None = None, *, max_length: int = 512) -> Encoding:
         """Tokenise a batch the way the model was trained.
 
         Parameters
@@ -257,9 +255,7 @@ class ModelAdapter:
                 except queue.Full:
                     continue
 
-        worker = threading.Thread(
-            target=self._forward_worker, args=(encoding, hidden_states, send), daemon=True
-        )
+        worker = threading.Thread(target=self._forward_worker, args=(encoding, hidden_states, send), daemon=True)
         try:
             worker.start()
             while True:
@@ -353,8 +349,7 @@ class ModelAdapter:
         ndarray of float32, shape (layers, heads, L, L)
         """
         layers = [
-            out.attention[0].numpy()
-            for out in self.iter_layers([sequence], max_length=max_length, hidden_states=False)
+            out.attention[0].numpy() for out in self.iter_layers([sequence], max_length=max_length, hidden_states=False)
         ]
         return np.stack(layers)
 

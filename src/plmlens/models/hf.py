@@ -127,9 +127,7 @@ def _family_from_recorder(model_type: str, model_class: type) -> Family:
 
     blocks, attention = target("hidden_states", 0), target("attentions", 1)
     if blocks is None or attention is None:
-        raise ModelLoadError(
-            f"model type {model_type!r} is not supported: transformers records no attentions for it"
-        )
+        raise ModelLoadError(f"model type {model_type!r} is not supported: transformers records no attentions for it")
     return Family(
         model_type,
         model_class.__name__,

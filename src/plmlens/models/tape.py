@@ -48,9 +48,7 @@ _TAPE_DEFAULTS = {
 
 def tape_tokenizer() -> ResidueTokenizer:
     """TAPE's IUPAC tokeniser: ``<cls>`` residues ``<sep>``, right-padded with ``<pad>``."""
-    return fixed_vocab_tokenizer(
-        TAPE_IUPAC_VOCAB, prefix=["<cls>"], suffix=["<sep>"], pad="<pad>", mask="<mask>"
-    )
+    return fixed_vocab_tokenizer(TAPE_IUPAC_VOCAB, prefix=["<cls>"], suffix=["<sep>"], pad="<pad>", mask="<mask>")
 
 
 def is_tape_directory(directory: Path) -> bool:

@@ -59,9 +59,7 @@ def as_records(sequences: Iterable[Any], ids: Sequence[str] | None = None) -> li
         elif hasattr(item, "sequence") and hasattr(item, "id"):
             sequence, own_id = str(item.sequence), str(item.id)
         else:
-            raise TypeError(
-                f"expected a sequence string or a record with .id and .sequence, got {type(item)}"
-            )
+            raise TypeError(f"expected a sequence string or a record with .id and .sequence, got {type(item)}")
         records.append((str(ids[i]) if ids is not None else own_id, sequence))
     return records
 
@@ -376,9 +374,7 @@ def _verify_against(tokenizer: Any, ours: ResidueTokenizer, *, spaced: bool, nam
     probes = [STANDARD_RESIDUES, "MKV"]
     texts = [" ".join(p) if spaced else p for p in probes]
     theirs = tokenizer(texts, padding=True, add_special_tokens=True)
-    mine = ours.encode(
-        list(zip(["probe0", "probe1"], probes, strict=True)), max_tokens=10_000, model_name=name
-    )
+    mine = ours.encode(list(zip(["probe0", "probe1"], probes, strict=True)), max_tokens=10_000, model_name=name)
     if [list(r) for r in theirs["input_ids"]] != mine.input_ids.tolist() or [
         list(r) for r in theirs["attention_mask"]
     ] != mine.attention_mask.tolist():

@@ -55,8 +55,7 @@ def package_dir(package: str, requirement: str, name: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
-            f"{name}: the {package} package with its weights is not installed; "
-            f"pip install --no-deps {requirement}"
+            f"{name}: the {package} package with its weights is not installed; pip install --no-deps {requirement}"
         )
     return Path(next(iter(spec.submodule_search_locations)))
 
@@ -237,9 +236,7 @@ def load_sapiens(
         raise ModelLoadError(f"{name}: unexpected fairseq parameter {error}") from error
     embeddings = state["roberta.embeddings.word_embeddings.weight"]
     if embeddings.shape[0] != len(vocab):
-        raise ModelLoadError(
-            f"{name}: {embeddings.shape[0]} token embeddings for a {len(vocab)}-token dictionary"
-        )
+        raise ModelLoadError(f"{name}: {embeddings.shape[0]} token embeddings for a {len(vocab)}-token dictionary")
     config = RobertaConfig(
         vocab_size=len(vocab),
         hidden_size=int(args.encoder_embed_dim),
@@ -317,9 +314,7 @@ def load_iglm(
     if variant not in ("IgLM", "IgLM-S"):
         raise ValueError(f"variant must be 'IgLM' or 'IgLM-S', not {variant!r}")
     if chain not in IGLM_CHAINS or species not in IGLM_SPECIES:
-        raise ValueError(
-            f"chain must be one of {sorted(IGLM_CHAINS)} and species one of {sorted(IGLM_SPECIES)}"
-        )
+        raise ValueError(f"chain must be one of {sorted(IGLM_CHAINS)} and species one of {sorted(IGLM_SPECIES)}")
     name = name or variant.lower()
     root = package_dir("iglm", "iglm==0.1.0", name) / "trained_models"
     fields = _read_json(root / variant / "config.json", name)

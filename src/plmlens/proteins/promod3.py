@@ -70,9 +70,7 @@ class StructureDB:
     def __init__(self, path: str | Path = DEFAULT_PATH) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise ProteinError(
-                f"{self.path}: ProMod3 structure database not found (apt-get install promod3-data)"
-            )
+            raise ProteinError(f"{self.path}: ProMod3 structure database not found (apt-get install promod3-data)")
         self._data = np.memmap(self.path, dtype=np.uint8, mode="r")
         try:
             self.entries, arrays_offset = self._read_table()

@@ -127,10 +127,7 @@ class Protein:
             for name, value in (("dssp", self.dssp), ("binding_site", self.binding_site), ("ptm", self.ptm))
             if value is not None
         ]
-        return (
-            f"Protein(id={self.id!r}, length={len(self)}, with_coords={int(self.has_coords.sum())}, "
-            f"labels={labels})"
-        )
+        return f"Protein(id={self.id!r}, length={len(self)}, with_coords={int(self.has_coords.sum())}, labels={labels})"
 
     @property
     def residue_ids(self) -> list[str]:

@@ -195,9 +195,7 @@ def _structure_options(source: Source, **defaults: object) -> StructureOptions:
         values["chains"] = _plus_list(source.options["chains"])
     if "binding_sites" in source.options:
         if source.options["binding_sites"] not in BINDING_SITE_SOURCES:
-            raise SourceError(
-                f"{source.text}: binding_sites must be one of {', '.join(BINDING_SITE_SOURCES)}"
-            )
+            raise SourceError(f"{source.text}: binding_sites must be one of {', '.join(BINDING_SITE_SOURCES)}")
         values["binding_sites"] = source.options["binding_sites"]
     if "partner" in source.options:
         values["partner"] = source.options["partner"].replace("+", ",")
@@ -304,9 +302,7 @@ def iter_records(source: str | Source) -> Iterator[Protein | Skipped]:
     return _limited(_READERS[kind](source, path), limit, fv)  # type: ignore[arg-type]
 
 
-def _limited(
-    records: Iterator[Protein | Skipped], limit: int | None, fv: bool
-) -> Iterator[Protein | Skipped]:
+def _limited(records: Iterator[Protein | Skipped], limit: int | None, fv: bool) -> Iterator[Protein | Skipped]:
     kept = 0
     for record in records:
         if limit is not None and kept >= limit:

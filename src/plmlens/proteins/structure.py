@@ -168,9 +168,7 @@ def _attached_glycans(structure: gemmi.Structure, parents: dict[str, str]) -> se
         edges.setdefault(ends[1], set()).add(ends[0])
     attached: set[tuple[str, str]] = set()
     frontier = [
-        key
-        for key, name in names.items()
-        if chemistry.is_amino_acid(name, parents) and name not in chemistry.GLYCANS
+        key for key, name in names.items() if chemistry.is_amino_acid(name, parents) and name not in chemistry.GLYCANS
     ]
     seen = set(frontier)
     while frontier:
@@ -213,9 +211,7 @@ def _partner_atoms(path: Path, structure: gemmi.Structure, chain: str, spec: str
     return _heavy_atoms([r for ch in partner[0] for r in ch if r.name not in chemistry.WATER])
 
 
-def read_structure_file(
-    path: str | Path, options: StructureOptions | None = None
-) -> Iterator[Protein | Skipped]:
+def read_structure_file(path: str | Path, options: StructureOptions | None = None) -> Iterator[Protein | Skipped]:
     """Yield one `Protein` per protein chain of a PDB/mmCIF file, or a `Skipped` naming the problem.
 
     Parameters
@@ -238,12 +234,8 @@ def read_structure_file(
     except ProteinError as error:
         yield Skipped(str(path), None, str(error).removeprefix(f"{path}: "))
         return
-    parents = {
-        m.mod_id or m.res_id.name: m.parent_comp_id for m in structure.mod_residues if m.parent_comp_id
-    }
-    modres_sites = {
-        (m.chain_name, m.res_id.seqid.num, m.res_id.seqid.icode.strip()): m for m in structure.mod_residues
-    }
+    parents = {m.mod_id or m.res_id.name: m.parent_comp_id for m in structure.mod_residues if m.parent_comp_id}
+    modres_sites = {(m.chain_name, m.res_id.seqid.num, m.res_id.seqid.icode.strip()): m for m in structure.mod_residues}
     glycan_keys = _attached_glycans(structure, parents)
     pdb_id = structure.name or path.name.split(".")[0]
     if len(pdb_id) == 4:
@@ -259,9 +251,7 @@ def read_structure_file(
     ligands: list[gemmi.Residue] = []
     for chain in model:
         polymer_ids = {str(r.seqid) for r in polymers.get(chain.name, [])}
-        short_peptide = (
-            0 < len(polymers.get(chain.name, [])) < min(options.min_length, PEPTIDE_LIGAND_MAX_LENGTH + 1)
-        )
+        short_peptide = 0 < len(polymers.get(chain.name, [])) < min(options.min_length, PEPTIDE_LIGAND_MAX_LENGTH + 1)
         for residue in chain:
             key = (chain.name, str(residue.seqid))
             if (short_peptide and residue.name not in chemistry.WATER) or (

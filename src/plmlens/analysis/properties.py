@@ -1,0 +1,150 @@
+"""Properties that attention is measured against.
+
+A property is a small object: a name, a kind, and a function that, given a `Protein`, returns its mask
+with undefined entries masked out. ``pair`` properties give ``f(i, j)`` as an (L, L) masked array;
+``token`` properties give ``g(j)`` as an (L,) masked array and mean ``f(i, j) = g(j)`` (attention *to*
+residues with the property). Adding one needs no edit to plmlens::
+
+    from plmlens.analysis import Property, register_property
+
+    def cys_cys(protein):                       # f(i, j) = 1 when both residues are cysteines
+        is_cys = np.array([c == "C" for c in protein.sequence])
+        return np.ma.asarray(np.logical_and.outer(is_cys, is_cys))
+
+    register_property(Property("cys_cys", "pair", cys_cys, "attention between cysteines"))
+    # then: plmlens analyze ... --properties default,cys_cys   (from Python: analyze(..., properties=[...]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from plmlens.proteins import CONTACT_RANGES, STANDARD_AMINO_ACIDS, Protein, contact_map
+
+PAIR = "pair"
+TOKEN = "token"
+
+
+@dataclass(frozen=True)
+class Property:
+    """A protein property as an indicator over residue pairs or residues.
+
+    Parameters
+    ----------
+    name : str
+        Column value in the outputs (e.g. ``contact``, ``binding_site``, ``aa_P``).
+    kind : {"pair", "token"}
+        ``pair``: `function` returns an (L, L) masked bool array f(i, j). ``token``: it returns an (L,)
+        masked bool array g(j), and f(i, j) = g(j).
+    function : callable
+        ``Protein -> numpy.ma.MaskedArray``; masked entries are undefined and are left out of
+        numerators, denominators and backgrounds alike.
+    description : str
+        One line for reports.
+    """
+
+    name: str
+    kind: str
+    function: Callable[[Protein], np.ma.MaskedArray]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in (PAIR, TOKEN):
+            raise ValueError(f"property {self.name!r}: kind must be 'pair' or 'token', not {self.kind!r}")
+
+    def mask(self, protein: Protein) -> tuple[np.ndarray, np.ndarray]:
+        """The property of `protein` as ``(values, defined)`` bool arrays, shape checked."""
+        result = np.ma.asarray(self.function(protein))
+        n = len(protein)
+        expected = (n, n) if self.kind == PAIR else (n,)
+        if result.shape != expected:
+            raise ValueError(
+                f"property {self.name!r} gave shape {result.shape} for {protein.id} (length {n}), expected {expected}"
+            )
+        defined = ~np.ma.getmaskarray(result)
+        return np.asarray(result.filled(False), dtype=bool) & defined, defined
+
+
+def _labels(name: str) -> Callable[[Protein], np.ma.MaskedArray]:
+    def function(protein: Protein) -> np.ma.MaskedArray:
+        labels = getattr(protein, name)
+        if labels is None:
+            return np.ma.masked_all(len(protein), dtype=bool)
+        return np.ma.MaskedArray(labels, mask=np.zeros(len(protein), dtype=bool))
+
+    return function
+
+
+def _secondary(ss_class: str) -> Callable[[Protein], np.ma.MaskedArray]:
+    return lambda protein: protein.ss_mask(ss_class)
+
+
+def _amino_acid(letter: str) -> Callable[[Protein], np.ma.MaskedArray]:
+    return lambda protein: np.ma.MaskedArray(np.array([c == letter for c in protein.sequence], dtype=bool))
+
+
+def _contact_range(low: int, high: int | None) -> Callable[[Protein], np.ma.MaskedArray]:
+    return lambda protein: contact_map(protein, min_separation=low, max_separation=high)
+
+
+PROPERTIES: dict[str, Property] = {}
+
+
+def register_property(prop: Property) -> Property:
+    """Add a property to the registry so `get_properties` and ``--properties`` find it by name."""
+    PROPERTIES[prop.name] = prop
+    return prop
+
+
+register_property(Property("contact", PAIR, contact_map, "CA–CA < 8 Å, sequence separation ≥ 6"))
+for _range, (_low, _high) in CONTACT_RANGES.items():
+    _span = f"{_low}–{_high}" if _high is not None else f"≥ {_low}"
+    register_property(
+        Property(f"contact_{_range}", PAIR, _contact_range(_low, _high), f"contacts at separation {_span}")
+    )
+register_property(Property("binding_site", TOKEN, _labels("binding_site"), "attention to binding-site residues"))
+register_property(Property("ptm", TOKEN, _labels("ptm"), "attention to post-translationally modified residues"))
+register_property(Property("helix", TOKEN, _secondary("helix"), "attention to helix residues (DSSP H, G, I)"))
+register_property(Property("strand", TOKEN, _secondary("strand"), "attention to strand residues (DSSP E, B)"))
+register_property(Property("turn_bend", TOKEN, _secondary("turn_bend"), "attention to turn/bend residues (T, S)"))
+for _letter in STANDARD_AMINO_ACIDS:
+    register_property(Property(f"aa_{_letter}", TOKEN, _amino_acid(_letter), f"attention to amino acid {_letter}"))
+
+#: The default set: the paper's properties (contacts, binding sites, PTMs, secondary structure, amino acids).
+DEFAULT_PROPERTIES = (
+    "contact", "binding_site", "ptm", "helix", "strand", "turn_bend",
+    *(f"aa_{letter}" for letter in STANDARD_AMINO_ACIDS),
+)  # fmt: skip
+
+#: Named groups usable in ``--properties``.
+PROPERTY_GROUPS: dict[str, tuple[str, ...]] = {
+    "default": DEFAULT_PROPERTIES,
+    "contact_ranges": ("contact_short", "contact_medium", "contact_long"),
+    "secondary_structure": ("helix", "strand", "turn_bend"),
+    "amino_acids": tuple(f"aa_{letter}" for letter in STANDARD_AMINO_ACIDS),
+}
+
+
+def get_properties(names: Iterable[str | Property] | None = None) -> list[Property]:
+    """Properties by name or group name (``default``, ``contact_ranges``, ``secondary_structure``,
+    ``amino_acids``), in order, without duplicates.
+
+    Raises
+    ------
+    KeyError
+        Naming the unknown property and listing the known ones.
+    """
+    chosen: dict[str, Property] = {}
+    for item in names if names is not None else DEFAULT_PROPERTIES:
+        if isinstance(item, Property):
+            chosen[item.name] = item
+            continue
+        for name in PROPERTY_GROUPS.get(item, (item,)):
+            if name not in PROPERTIES:
+                known = ", ".join([*PROPERTY_GROUPS, *PROPERTIES])
+                raise KeyError(f"unknown property {name!r}; known: {known}")
+            chosen[name] = PROPERTIES[name]
+    return list(chosen.values())
