@@ -294,7 +294,9 @@ class AnalysisResult:
         heads = self.heads()
         layers = self.layers(heads)
         tables = {"heads": heads, "layers": layers, "amino_acids": self.amino_acids(heads)}
-        paths = {name: write_text_atomic(directory / f"{name}.csv", t.to_csv(index=False)) for name, t in tables.items()}
+        paths = {
+            name: write_text_atomic(directory / f"{name}.csv", t.to_csv(index=False)) for name, t in tables.items()
+        }
         paths["accumulator"] = self.accumulator.save(directory / "accumulator.npz")
         summary = {**self.summary(heads, layers), "alpha": self.alpha}
         paths["summary"] = write_text_atomic(directory / "summary.json", json.dumps(summary, indent=2) + "\n")
