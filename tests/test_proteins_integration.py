@@ -124,3 +124,9 @@ def test_cli_describe_provis_json(shared_data, tmp_path):
     data = json.loads(out.read_text())
     assert data["n_proteins"] == 100 and data["backgrounds"]["ptm"] > 0
     assert data["backgrounds"]["binding_site"] is None
+
+
+def test_promod3_antibody_chains(promod3_db):
+    proteins, _ = load_proteins(f"{promod3_db}::antibody,variable_domain")
+    assert 20 <= len(proteins) <= 60
+    assert all(95 <= len(p) <= 135 for p in proteins)

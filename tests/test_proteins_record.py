@@ -20,6 +20,7 @@ from plmlens.proteins import (
     iter_records,
     variable_domain_end,
 )
+from plmlens.proteins.annotations import looks_like_variable_domain
 from plmlens.proteins.sources import Source
 
 HEAVY = (
@@ -91,6 +92,8 @@ def test_variable_domain_ends_after_the_j_region():
     protein = Protein(id="H", sequence=HEAVY, binding_site=np.arange(len(HEAVY)) % 7 == 0)
     cut = cut_variable_domain(protein)
     assert len(cut) == heavy_end and cut.binding_site.tolist() == (np.arange(heavy_end) % 7 == 0).tolist()
+    assert looks_like_variable_domain(HEAVY) and looks_like_variable_domain(LIGHT)
+    assert not looks_like_variable_domain("M" + HEAVY[40:]) and not looks_like_variable_domain(HEAVY[:100])
     with pytest.raises(ProteinError, match="no J-region motif"):
         cut_variable_domain(Protein(id="X", sequence="A" * 200))
 

@@ -159,6 +159,25 @@ def variable_domain_end(sequence: str, start: int = 80, stop: int = 150) -> int:
     return min(len(sequence), match.start() + _J_TAIL[match.group()[0]])
 
 
+_V_DOMAIN_CORE = re.compile(r"C.{9,16}W[YFVIL][QRKL]Q")
+
+
+def looks_like_variable_domain(sequence: str) -> bool:
+    """Whether a sequence starts with an immunoglobulin variable domain (antibody or T-cell receptor).
+
+    True when the first 60 residues hold the V-domain core, the first conserved Cys followed 10–17
+    residues later by the conserved Trp (``C…W[YFVIL][QRKL]Q``, e.g. ``C…WVRQ`` in heavy and ``C…WYQQ`` in
+    light chains), and a J-region motif ends the domain (see `variable_domain_end`).
+    """
+    if _V_DOMAIN_CORE.search(sequence, 0, 60) is None:
+        return False
+    try:
+        variable_domain_end(sequence)
+    except ValueError:
+        return False
+    return True
+
+
 def cut_variable_domain(protein: Protein) -> Protein:
     """The protein cut to its antibody variable domain (see `variable_domain_end`), annotations aligned.
 

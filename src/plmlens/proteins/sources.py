@@ -42,6 +42,9 @@ Options (those that do not apply to a kind are rejected, so typos do not pass si
 ``dssp=false``     structures, antibodies: do not run DSSP
 ``variable_domain`` cut antibody chains to the variable domain (ends at the J-region motif WGxG/FGxG);
                    chains without the motif are skipped with that reason
+``antibody``       any source: keep only chains that look like immunoglobulin variable domains
+                   (conserved Cys–Trp core and a J-region motif; catches antibodies and TCRs), e.g.
+                   ``promod3::antibody,variable_domain``
 ``limit=N``        any: stop after N proteins
 =================  ================================================================================
 
@@ -64,7 +67,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plmlens.proteins.annotations import cut_variable_domain
+from plmlens.proteins.annotations import cut_variable_domain, looks_like_variable_domain
 from plmlens.proteins.datasets import read_dataset, read_fasta
 from plmlens.proteins.promod3 import DEFAULT_PATH as PROMOD3_PATH
 from plmlens.proteins.promod3 import StructureDB, is_structure_db
@@ -290,7 +293,7 @@ def iter_records(source: str | Source) -> Iterator[Protein | Skipped]:
     if not path.exists() and not glob.glob(source.location, recursive=True):
         raise SourceError(f"{source.location}: no such file, directory or glob match")
     kind = detect_kind(path)
-    allowed = _KIND_OPTIONS[kind] | {"limit", "variable_domain"}
+    allowed = _KIND_OPTIONS[kind] | {"limit", "variable_domain", "antibody"}
     unknown = sorted(set(source.options) - allowed)
     if unknown:
         raise SourceError(
@@ -299,14 +302,19 @@ def iter_records(source: str | Source) -> Iterator[Protein | Skipped]:
         )
     limit = source._take("limit", int)
     fv = bool(source._take("variable_domain", _flag, False))
-    return _limited(_READERS[kind](source, path), limit, fv)  # type: ignore[arg-type]
+    antibody = bool(source._take("antibody", _flag, False))
+    return _limited(_READERS[kind](source, path), limit, fv, antibody)  # type: ignore[arg-type]
 
 
-def _limited(records: Iterator[Protein | Skipped], limit: int | None, fv: bool) -> Iterator[Protein | Skipped]:
+def _limited(
+    records: Iterator[Protein | Skipped], limit: int | None, fv: bool, antibody: bool = False
+) -> Iterator[Protein | Skipped]:
     kept = 0
     for record in records:
         if limit is not None and kept >= limit:
             return
+        if antibody and isinstance(record, Protein) and not looks_like_variable_domain(record.sequence):
+            continue
         if fv and isinstance(record, Protein):
             try:
                 record = cut_variable_domain(record)
