@@ -55,7 +55,7 @@ def default_source() -> str:
     site), or the ProMod3 database where they are absent."""
     if (shared_data_dir() / "antibodies" / "MANIFEST.tsv").exists():
         return "antibodies::variable_domain"
-    return "promod3::min_length=30"
+    return "promod3::antibody,variable_domain"
 
 
 def _describe_with_progress(source: str, limit: int | None) -> Description:
@@ -242,16 +242,20 @@ def analyze(
 
 @app.command()
 def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the run's files go.")] = Path("runs/demo"),
     limit: Annotated[int | None, typer.Option(help="Stop after N proteins.")] = None,
 ) -> None:
-    """The main job on the built-in default data (the shared antibody structures, else ProMod3)."""
+    """The main job on the built-in default: AntiBERTy over the shared antibody structures (variable
+    domains, paratope as binding site), or over the antibody chains of ProMod3 where those are absent."""
     source = default_source()
-    console.print(f"plmlens demo: describing the built-in data [bold]{source}[/]")
+    console.print(f"plmlens demo: the built-in data [bold]{source}[/]", highlight=False)
     try:
-        result = _describe_with_progress(source, limit)
+        description = _describe_with_progress(source, limit)
     except SourceError as error:
         raise fail(str(error)) from None
-    print_description(source, result)
+    print_description(source, description)
+    analyze(model="antiberty", data=source, out_dir=out_dir, limit=limit, properties="default,contact_ranges")
+    console.print(f"plmlens demo: results in [bold]{out_dir.resolve()}[/]", highlight=False)
 
 
 def main() -> None:
