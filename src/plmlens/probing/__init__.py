@@ -1,0 +1,16 @@
+"""Probing: what each layer's embeddings and attention know (appendix B.3), and contact prediction from
+attention by L1 logistic regression over all heads (Rao et al. 2021)."""
+
+from plmlens.probing.metrics import apc, contact_precisions, f1_from_counts, precision_at_k
+from plmlens.probing.run import TASKS, ProbeResult, probe, split_proteins
+
+__all__ = [
+    "TASKS",
+    "ProbeResult",
+    "apc",
+    "contact_precisions",
+    "f1_from_counts",
+    "precision_at_k",
+    "probe",
+    "split_proteins",
+]

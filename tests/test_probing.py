@@ -1,0 +1,132 @@
+"""Probing: metrics by hand, planted signals reach near-perfect scores, random features sit at chance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from plmlens.cli import app
+from plmlens.models import LayerOutput
+from plmlens.probing import apc, precision_at_k, probe, split_proteins
+from plmlens.probing.metrics import contact_precisions, f1_counts, f1_from_counts
+from plmlens.proteins import Protein, contact_map
+
+
+def test_precision_at_k_by_hand():
+    scores = np.array([0.9, 0.1, 0.8, 0.7, 0.2])
+    labels = np.array([1, 0, 0, 1, 1])
+    assert precision_at_k(scores, labels, 1) == 1.0
+    assert precision_at_k(scores, labels, 3) == pytest.approx(2 / 3)  # 0.9 ✓, 0.8 ✗, 0.7 ✓
+    assert precision_at_k(scores, labels, 10) == pytest.approx(3 / 5)
+
+
+def test_apc_by_hand():
+    a = np.array([[0.0, 2.0], [2.0, 4.0]])
+    # rows [2, 6], columns [2, 6], total 8: correction r_i c_j / 8.
+    expected = a - np.array([[2 * 2, 2 * 6], [6 * 2, 6 * 6]]) / 8
+    np.testing.assert_allclose(apc(a), expected)
+    np.testing.assert_allclose(apc(np.stack([a, 2 * a]))[1], 2 * expected)
+
+
+def test_f1_and_contact_precision_ranges():
+    counts = f1_counts(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool))
+    assert counts.tolist() == [1, 1, 1] and f1_from_counts(counts) == pytest.approx(0.5)
+    n = 40
+    truth = np.zeros((n, n), bool)
+    truth[0, 30] = truth[30, 0] = True  # long range
+    truth[5, 13] = truth[13, 5] = True  # short range (8)
+    contacts = np.ma.MaskedArray(truth, mask=np.zeros_like(truth))
+    scores = truth.astype(float)
+    result = contact_precisions(scores, contacts, divisors=(1, 5))
+    assert result[("long", 5)][0] == pytest.approx(1 / 8)  # one true contact among the top L/5 = 8
+    assert result[("short", 1)][0] == pytest.approx(1 / 40)
+    assert result[("medium", 5)][0] == 0.0
+
+
+def planted(n_proteins: int = 60, length: int = 50, seed: int = 0) -> list[Protein]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n_proteins):
+        steps = rng.normal(size=(length, 3))
+        ca = np.cumsum(3.8 * steps / np.linalg.norm(steps, axis=1, keepdims=True), axis=0)
+        dssp = "".join(rng.choice(list("HEST-"), length))
+        out.append(Protein(id=f"p{k}", sequence="A" * length, ca=ca, cb=ca, dssp=dssp,
+                           binding_site=rng.random(length) < 0.1))  # fmt: skip
+    return out
+
+
+class PlantedAdapter:
+    """Layer 1: random features and attention. Layer 2: hidden states that encode the secondary-structure
+    class and binding sites linearly, and attention placed on contacts."""
+
+    name, architecture, n_layers, n_heads, n_params, max_length = "planted", "test", 2, 2, 0, 1024
+
+    def __init__(self, proteins: list[Protein]) -> None:
+        self.truth = {p.id: p for p in proteins}
+
+    def iter_layers(self, batch, ids=None, *, max_length=512, hidden_states=True):
+        width = max(len(p) for p in batch)
+        lengths = torch.tensor([len(p) for p in batch])
+        generator = torch.Generator().manual_seed(len(batch) * 1000 + width)
+        for layer in range(2):
+            hidden = torch.randn(len(batch), width, 16, generator=generator)
+            attention = torch.rand(len(batch), 2, width, width, generator=generator) / width
+            if layer == 1:
+                for b, protein in enumerate(batch):
+                    n = len(protein)
+                    classes = protein.ss_classes
+                    for c, name in enumerate(("helix", "strand", "turn_bend")):
+                        hidden[b, :n, c] += 4.0 * torch.from_numpy((classes == name).astype(np.float32))
+                    hidden[b, :n, 3] += 4.0 * torch.from_numpy(protein.binding_site.astype(np.float32))
+                    contacts = torch.from_numpy(contact_map(protein).filled(False).astype(np.float32))
+                    attention[b, 0, :n, :n] += contacts
+            yield LayerOutput(layer=layer, attention=attention, hidden=hidden, lengths=lengths)
+
+
+def test_planted_signals_and_chance_levels():
+    proteins = planted()
+    result = probe(PlantedAdapter(proteins), proteins, train_fraction=0.5, seed=0, regression_proteins=10)
+    frame = result.probes.set_index(["task", "representation", "layer", "metric"])
+    value = frame["value"]
+    assert value[("secondary_structure", "embedding", 2, "f1_macro")] > 0.95
+    assert value[("binding_site", "embedding", 2, "precision_at_L/20")] > 0.95
+    assert value[("contact", "attention", 2, "precision_at_L/5")] > 0.95
+    # Random features: about the chance level (the share of positives among what is ranked).
+    for key in (("binding_site", "embedding", 1, "precision_at_L/20"), ("contact", "attention", 1, "precision_at_L/5"),
+                ("contact", "embedding", 1, "precision_at_L/5")):  # fmt: skip
+        assert abs(value[key] - frame["chance"][key]) < 0.08, key
+    assert abs(value[("secondary_structure", "embedding", 1, "f1_strand")] - frame["chance"][
+        ("secondary_structure", "embedding", 1, "f1_strand")]) < 0.15  # fmt: skip
+    regression = result.contact_regression.set_index(["range", "k"])
+    assert regression.loc[("all", "L/5"), "precision"] > 0.95
+    assert set(regression.index.get_level_values(0)) == {"short", "medium", "long", "all"}
+    assert result.info["n_train_proteins"] == 30 and result.info["n_test_proteins"] == 30
+
+
+def test_split_is_by_protein_and_seeded():
+    proteins = planted(10, 20)
+    train, test = split_proteins(proteins, 0.7, seed=3)
+    assert len(train) == 7 and len(test) == 3 and not {p.id for p in train} & {p.id for p in test}
+    again, _ = split_proteins(proteins, 0.7, seed=3)
+    assert [p.id for p in again] == [p.id for p in train]
+
+
+def test_cli_probe_rejects_unknown_task(tmp_path):
+    result = CliRunner().invoke(
+        app, ["probe", "--model", "x", "--data", "y", "--out", str(tmp_path), "--tasks", "nope"]
+    )
+    assert result.exit_code == 2 and "unknown task" in result.output
+
+
+def test_probe_result_files(tmp_path):
+    proteins = planted(12, 30)
+    result = probe(PlantedAdapter(proteins), proteins, tasks=["binding_site", "contact"], train_fraction=0.5)
+    paths = result.save(tmp_path)
+    header = paths["probes"].read_text().splitlines()[0]
+    assert header == "task,representation,layer,metric,value,n_train,n_test,chance"
+    assert paths["contact_regression"].read_text().startswith("range,k,precision")
+    assert json.loads(paths["summary"].read_text())["n_test_proteins"] == 6
