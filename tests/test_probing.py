@@ -130,3 +130,19 @@ def test_probe_result_files(tmp_path):
     assert header == "task,representation,layer,metric,value,n_train,n_test,chance"
     assert paths["contact_regression"].read_text().startswith("range,k,precision")
     assert json.loads(paths["summary"].read_text())["n_test_proteins"] == 6
+
+
+@pytest.mark.integration
+def test_antiberty_probes_on_antibodies(shared_data):
+    from plmlens.models import load_model
+    from plmlens.proteins import iter_records
+
+    result = probe(load_model("antiberty"), iter_records(f"{shared_data / 'antibodies'}::variable_domain,dssp=true"),
+                   limit=40, seed=0, regression_proteins=20)  # fmt: skip
+    frame = result.probes.set_index(["task", "representation", "layer", "metric"])
+    best_ss = frame.xs("f1_macro", level="metric")["value"].max()
+    assert best_ss > 0.5
+    sites = frame.xs("precision_at_L/20", level="metric")
+    assert (sites["value"] > 2 * sites["chance"]).any()
+    regression = result.contact_regression.set_index(["range", "k"])
+    assert regression.loc[("all", "L/5"), "precision"] > 2 * regression.loc[("all", "L/5"), "chance"]
