@@ -11,9 +11,9 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import line_positions
 from PIL import Image
 
+from conftest import line_positions
 from plmlens.analysis import Accumulator, AnalysisResult
 from plmlens.proteins import Protein
 from plmlens.report import AttentionView, build_report, figures
