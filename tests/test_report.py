@@ -57,7 +57,7 @@ def test_top_heads_figure_has_model_and_null_panels():
 def small_run(tmp_path) -> tuple:
     """A run directory written by the real analysis code from synthetic attention."""
     ca = line_positions(30, 3.8)
-    ca[20:] = ca[:10] + [0.0, 5.0, 0.0]  # residues 20-29 lie next to 0-9: contacts
+    ca[20:] = ca[:10] + np.array([0.0, 5.0, 0.0])  # residues 20-29 lie next to 0-9: contacts
     protein = Protein(id="syn.A", sequence="ACDEFGHIKLMNPQRSTVWY" + "ACDEFGHIKL", ca=ca, cb=ca,
                       dssp="HHHHHEEEEETTTTT---------HHHHHH", binding_site=np.arange(30) % 5 == 0)  # fmt: skip
     acc = Accumulator(2, 3, ("contact", "binding_site", "helix", "amino_acids"), n_bootstrap=5)
