@@ -10,7 +10,7 @@ pairs (i, j) where f is *defined*:
 
 the same four for the null model (each attention row randomly permuted, appendix B.2), the background
 (Σ f and Σ defined over pairs or residues), and Poisson-bootstrap replicates of ``arcs`` and ``hits``
-with proteins as the resampled unit. All sums are updated with tensor operations one layer at a time
+with proteins as the resampled unit. All sums are updated with array operations one layer at a time
 and merge by addition (`Accumulator.merge`), so runs split across processes or machines can be summed.
 """
 
@@ -39,6 +39,25 @@ class BatchProperties:
     pair_defined: torch.Tensor  # (B, P_pair, N, N) float
     token_values: torch.Tensor  # (B, P_token, N) float, g · defined
     token_defined: torch.Tensor  # (B, P_token, N) float
+    # Per-protein masks in the form `Accumulator.update` uses, built at a batch's first layer.
+    _prepared: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass
+class _ProteinMasks:
+    """One protein's masks as `Accumulator.update` uses them (n residues, padded width N)."""
+
+    token: np.ndarray  # (2·P_token, n) float64: values then defined
+    # Per pair mask (values of each pair property, then defined of each): flat (i·n + j) indices of its
+    # ones, or of its zeros when it is mostly ones (complement True).
+    pair: list[tuple[np.ndarray, bool]]
+
+
+def _sparse(mask: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Flat indices where an (n, n) 0/1 mask is 1, or, when it is mostly 1, where it is 0 (``complement``
+    True: a sum over the mask is then the total minus the sum over those indices)."""
+    complement = int(np.count_nonzero(mask)) > mask.size // 2
+    return np.flatnonzero(mask == 0 if complement else mask), complement
 
 
 @dataclass
@@ -79,6 +98,7 @@ class Accumulator:
         self.properties = tuple(self.property_names)
         self._pair = [i for i, p in enumerate(self._properties) if p.kind == PAIR]
         self._token = [i for i, p in enumerate(self._properties) if p.kind != PAIR]
+        self._unsort = np.argsort(self._token + self._pair)  # (token..., pair...) order -> property order
         shape = (len(self._properties), self.n_layers, self.n_heads)
         defaults = {name: np.zeros(shape) for name in SUMS}
         defaults.update({f"null_{name}": np.zeros(shape) for name in SUMS})
@@ -124,30 +144,103 @@ class Accumulator:
 
     def _per_protein(self, attention: torch.Tensor, masks: BatchProperties) -> dict[str, torch.Tensor]:
         """The four sums per protein, property and head: each (B, P, H)."""
-        high = (attention > self.threshold).to(attention.dtype)
-        batch, heads = attention.shape[:2]
-        out = {name: attention.new_zeros((batch, len(self._properties), heads)) for name in SUMS}
-        if self._token:
-            # Token properties only look at the attended residue j: sum over the rows i first.
-            column_high = high.sum(dim=2)
-            column_weight = attention.sum(dim=2)
-            token = torch.tensor(self._token)
-            out["arcs"][:, token] = torch.einsum("bhj,bpj->bph", column_high, masks.token_defined)
-            out["hits"][:, token] = torch.einsum("bhj,bpj->bph", column_high, masks.token_values)
-            out["weight"][:, token] = torch.einsum("bhj,bpj->bph", column_weight, masks.token_defined)
-            out["weight_hits"][:, token] = torch.einsum("bhj,bpj->bph", column_weight, masks.token_values)
-        if self._pair:
-            pair = torch.tensor(self._pair)
-            out["arcs"][:, pair] = torch.einsum("bhij,bpij->bph", high, masks.pair_defined)
-            out["hits"][:, pair] = torch.einsum("bhij,bpij->bph", high, masks.pair_values)
-            out["weight"][:, pair] = torch.einsum("bhij,bpij->bph", attention, masks.pair_defined)
-            out["weight_hits"][:, pair] = torch.einsum("bhij,bpij->bph", attention, masks.pair_values)
-        return out
+        lengths = [attention.shape[-1]] * attention.shape[0]
+        return {
+            name: torch.from_numpy(value).float() for name, value in self._sums(attention, lengths, masks)[0].items()
+        }
+
+    def _prepare(self, masks: BatchProperties, lengths: Sequence[int]) -> list[_ProteinMasks]:
+        key = tuple(lengths)
+        if key not in masks._prepared:
+            token_values, token_defined = masks.token_values.numpy(), masks.token_defined.numpy()
+            pair_values, pair_defined = masks.pair_values.numpy(), masks.pair_defined.numpy()
+            prepared = []
+            for b, n in enumerate(key):
+                pair = [_sparse(m[b, k, :n, :n]) for m in (pair_values, pair_defined) for k in range(len(self._pair))]
+                token = np.concatenate([token_values[b, :, :n], token_defined[b, :, :n]]).astype(np.float64)
+                prepared.append(_ProteinMasks(token, pair))
+            masks._prepared[key] = prepared
+        return masks._prepared[key]
+
+    def _sums(
+        self,
+        attention: torch.Tensor,
+        lengths: Sequence[int],
+        masks: BatchProperties,
+        orders: Sequence[np.ndarray] | None = None,
+    ) -> list[dict[str, np.ndarray]]:
+        """The four sums per protein, property and head, each (B, P, H) float64: of `attention`, and when
+        `orders` (one (n, n) row permutation per protein) is given, also of the row-permuted attention.
+
+        Protein by protein on the (H, n) rows: token sums need the column sums (over the rows i) of the
+        attention and of its high-confidence indicator; pair sums only the attention at the pairs where a
+        mask is 1 (or 0, for masks mostly 1: total minus those), as pair masks such as contacts are sparse.
+        The permuted attention of the null model is one gather. All in single-threaded numpy: this runs
+        next to the model's forward pass, and small multi-threaded operations would compete with it.
+        """
+        batch, heads, _, width = attention.shape
+        values = np.ascontiguousarray(attention.detach().float().numpy()).reshape(batch, heads, width * width)
+        copies = 1 if orders is None else 2
+        n_pair, n_token = len(self._pair), len(self._token)
+        # raw[b, copy, 4 sums (weight_hits, weight, hits, arcs), property (token..., pair...), head]
+        raw = np.zeros((batch, copies, 4, n_token + n_pair, heads))
+        prepared = self._prepare(masks, lengths)
+        count = np.uint16 if max(lengths, default=0) < 2**16 else np.int64
+        for b, n in enumerate(lengths):
+            if n == 0:
+                continue
+            # (C·H, n, n): the attention, then (null model) each row permuted, as one array
+            stacked = np.empty((copies * heads, n, n), dtype=np.float32)
+            np.copyto(stacked[:heads], values[b].reshape(heads, width, width)[:, :n, :n])
+            if orders is not None:
+                index = (orders[b] + np.arange(0, n * width, width)[:, None]).ravel()
+                np.take(values[b], index, axis=1, out=stacked[heads:].reshape(heads, n * n))
+            # float64 sums, so that a pair mask's sum equals the total whenever the rest is zero
+            column_weight = stacked.sum(axis=1, dtype=np.float64)  # (C·H, n)
+            column_high = np.add.reduce((stacked > self.threshold).view(np.uint8), axis=1, dtype=count)
+            sums = raw[b].reshape(copies, 2, 2, n_token + n_pair, heads)  # (copy, weight|high, values|defined)
+            if n_token:
+                columns = np.stack([column_weight, column_high]).reshape(2, copies, heads, n)
+                token = np.einsum("kchj,pj->ckph", columns, prepared[b].token)  # (C, 2, 2·P_token, H)
+                sums[..., :n_token, :] = token.reshape(copies, 2, 2, n_token, heads)
+            if n_pair:
+                rows = stacked.reshape(copies * heads, n * n)
+                total_weight = column_weight.sum(axis=1)
+                total_high = column_high.sum(axis=1, dtype=np.int64)
+                for k, (index, complement) in enumerate(prepared[b].pair):
+                    picked = np.take(rows, index, axis=1)
+                    weight = picked.sum(axis=1, dtype=np.float64)
+                    high = np.count_nonzero(picked > self.threshold, axis=1)
+                    if complement:
+                        weight, high = total_weight - weight, total_high - high
+                    side, p = divmod(k, n_pair)  # side 0: values, 1: defined
+                    sums[:, 0, side, n_token + p] = weight.reshape(copies, heads)
+                    sums[:, 1, side, n_token + p] = high.reshape(copies, heads)
+        raw = raw[:, :, :, self._unsort]
+        return [
+            {"weight_hits": raw[:, c, 0], "weight": raw[:, c, 1], "hits": raw[:, c, 2], "arcs": raw[:, c, 3]}
+            for c in range(copies)
+        ]
 
     def _generator(self, purpose: int, protein_index: int, layer: int) -> torch.Generator:
         return torch.Generator().manual_seed(
             (self.seed * 1_000_003 + protein_index * 7_919 + layer * 104_729 + purpose) % (2**63)
         )
+
+    def _row_order(self, n: int, protein_index: int, layer: int) -> np.ndarray:
+        """The null model's (n, n) row permutations of one protein and layer: ``argsort`` of uniform draws.
+
+        Sorted with numpy (faster than torch's sort); rows with tied draws, whose order depends on the sort
+        algorithm, are sorted again with torch, so the permutations are exactly torch's ``argsort``.
+        """
+        draws = torch.rand((n, n), generator=self._generator(1, protein_index, layer))
+        values = draws.numpy()
+        order = np.argsort(values, axis=-1)
+        ordered = values.ravel()[(order + np.arange(0, n * n, n)[:, None]).ravel()].reshape(n, n)
+        tied = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
+        if tied.size:
+            order[tied] = draws[torch.from_numpy(tied)].argsort(dim=-1).numpy()
+        return order
 
     def permute_rows(
         self, attention: torch.Tensor, lengths: Sequence[int], first_index: int, layer: int
@@ -160,8 +253,7 @@ class Accumulator:
         """
         permuted = torch.zeros_like(attention)
         for b, n in enumerate(lengths):
-            generator = self._generator(1, first_index + b, layer)
-            order = torch.rand((n, n), generator=generator).argsort(dim=-1)
+            order = torch.from_numpy(self._row_order(n, first_index + b, layer))
             rows = attention[b, :, :n, :n]
             permuted[b, :, :n, :n] = rows.gather(-1, order.unsqueeze(0).expand_as(rows))
         return permuted
@@ -200,18 +292,19 @@ class Accumulator:
         boot_weights : ndarray (R, B), optional
             From `bootstrap_weights`, computed once per batch.
         """
-        attention = attention.float()
-        sums = self._per_protein(attention, masks)
+        lengths = [int(n) for n in lengths]
+        orders = [self._row_order(n, first_index + b, layer) for b, n in enumerate(lengths)] if self.null else None
+        results = self._sums(attention, lengths, masks, orders)
+        sums = results[0]
         for name, value in sums.items():
-            self.sums[name][:, layer] += value.sum(dim=0).double().numpy()
+            self.sums[name][:, layer] += value.sum(axis=0)
         if self.n_bootstrap:
             weights = boot_weights if boot_weights is not None else self.bootstrap_weights(lengths, first_index)
             for name in ("arcs", "hits"):
-                self.sums[f"boot_{name}"][:, :, layer] += np.einsum("rb,bph->rph", weights, sums[name].double().numpy())
+                self.sums[f"boot_{name}"][:, :, layer] += np.einsum("rb,bph->rph", weights, sums[name])
         if self.null:
-            null = self._per_protein(self.permute_rows(attention, lengths, first_index, layer), masks)
-            for name, value in null.items():
-                self.sums[f"null_{name}"][:, layer] += value.sum(dim=0).double().numpy()
+            for name, value in results[1].items():
+                self.sums[f"null_{name}"][:, layer] += value.sum(axis=0)
 
     # -- merging and persistence -----------------------------------------------------------------
 
