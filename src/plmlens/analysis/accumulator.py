@@ -99,6 +99,7 @@ class Accumulator:
         self._pair = [i for i, p in enumerate(self._properties) if p.kind == PAIR]
         self._token = [i for i, p in enumerate(self._properties) if p.kind != PAIR]
         self._unsort = np.argsort(self._token + self._pair)  # (token..., pair...) order -> property order
+        self._null_orders: tuple = (None, [])  # (batch key, row permutations), shared by all layers
         shape = (len(self._properties), self.n_layers, self.n_heads)
         defaults = {name: np.zeros(shape) for name in SUMS}
         defaults.update({f"null_{name}": np.zeros(shape) for name in SUMS})
@@ -222,40 +223,29 @@ class Accumulator:
             for c in range(copies)
         ]
 
-    def _generator(self, purpose: int, protein_index: int, layer: int) -> torch.Generator:
-        return torch.Generator().manual_seed(
-            (self.seed * 1_000_003 + protein_index * 7_919 + layer * 104_729 + purpose) % (2**63)
-        )
+    def _row_order(self, n: int, protein_index: int) -> np.ndarray:
+        """The null model's (n, n) row permutations of one protein: ``argsort`` of seeded uniform draws.
 
-    def _row_order(self, n: int, protein_index: int, layer: int) -> np.ndarray:
-        """The null model's (n, n) row permutations of one protein and layer: ``argsort`` of uniform draws.
-
-        Sorted with numpy (faster than torch's sort); rows with tied draws, whose order depends on the sort
-        algorithm, are sorted again with torch, so the permutations are exactly torch's ``argsort``.
+        One permutation per row, drawn once per protein (from its position in the run, so batching does not
+        matter) and applied to that row in every layer and head. Each head's row is thereby a uniformly random
+        permutation of itself — the paper's null model — and drawing costs one sort per protein, not one per
+        layer and head.
         """
-        draws = torch.rand((n, n), generator=self._generator(1, protein_index, layer))
-        values = draws.numpy()
-        order = np.argsort(values, axis=-1)
-        ordered = values.ravel()[(order + np.arange(0, n * n, n)[:, None]).ravel()].reshape(n, n)
-        tied = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
-        if tied.size:
-            order[tied] = draws[torch.from_numpy(tied)].argsort(dim=-1).numpy()
-        return order
+        rng = np.random.default_rng([self.seed, 1, protein_index])
+        return np.argsort(rng.random((n, n)), axis=-1)
 
-    def permute_rows(
-        self, attention: torch.Tensor, lengths: Sequence[int], first_index: int, layer: int
-    ) -> torch.Tensor:
-        """The null model: each attention row randomly permuted over the protein's residues.
+    def _orders(self, lengths: Sequence[int], first_index: int) -> list[np.ndarray]:
+        key = (first_index, tuple(lengths))
+        if self._null_orders[0] != key:
+            self._null_orders = (key, [self._row_order(n, first_index + b) for b, n in enumerate(lengths)])
+        return self._null_orders[1]
 
-        One random permutation is drawn per (protein, layer, row) and applied to that row of every head;
-        each head's row is thereby a uniformly random permutation of itself (the paper's null model),
-        at 1/H of the cost of drawing per head.
-        """
+    def permute_rows(self, attention: torch.Tensor, lengths: Sequence[int], first_index: int) -> torch.Tensor:
+        """The null model: each attention row randomly permuted over the protein's residues (see `_row_order`)."""
         permuted = torch.zeros_like(attention)
-        for b, n in enumerate(lengths):
-            order = torch.from_numpy(self._row_order(n, first_index + b, layer))
+        for b, (n, order) in enumerate(zip(lengths, self._orders(lengths, first_index), strict=True)):
             rows = attention[b, :, :n, :n]
-            permuted[b, :, :n, :n] = rows.gather(-1, order.unsqueeze(0).expand_as(rows))
+            permuted[b, :, :n, :n] = rows.gather(-1, torch.from_numpy(order).unsqueeze(0).expand_as(rows))
         return permuted
 
     def bootstrap_weights(self, lengths: Sequence[int], first_index: int) -> np.ndarray:
@@ -293,7 +283,7 @@ class Accumulator:
             From `bootstrap_weights`, computed once per batch.
         """
         lengths = [int(n) for n in lengths]
-        orders = [self._row_order(n, first_index + b, layer) for b, n in enumerate(lengths)] if self.null else None
+        orders = self._orders(lengths, first_index) if self.null else None
         results = self._sums(attention, lengths, masks, orders)
         sums = results[0]
         for name, value in sums.items():
