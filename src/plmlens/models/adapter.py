@@ -14,6 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,6 +173,7 @@ class ModelAdapter:
                 f"{name}: no {hooks.block_class} / {hooks.attention_class} modules in {type(model).__name__}"
             )
         self._busy = threading.Lock()
+        self._worker: ThreadPoolExecutor | None = None
 
     def _modules_named(self, class_name: str) -> list[nn.Module]:
         return [m for m in self.model.modules() if type(m).__name__ == class_name]
@@ -255,9 +257,12 @@ class ModelAdapter:
                 except queue.Full:
                     continue
 
-        worker = threading.Thread(target=self._forward_worker, args=(encoding, hidden_states, send), daemon=True)
+        # One long-lived worker thread per adapter: a new thread per batch would leave glibc a new malloc arena
+        # per thread, and resident memory would creep up over thousands of batches.
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"plmlens-{self.name}")
         try:
-            worker.start()
+            job = self._worker.submit(self._forward_worker, encoding, hidden_states, send)
             while True:
                 item = channel.get()
                 if item is _DONE:
@@ -267,7 +272,7 @@ class ModelAdapter:
                 yield item
         finally:
             stop.set()
-            worker.join()
+            job.result()
             self._busy.release()
 
     def _forward_worker(self, encoding: Encoding, hidden_states: bool, send: Any) -> None:
