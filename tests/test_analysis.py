@@ -171,6 +171,21 @@ def test_uniform_attention_weighted_proportion_equals_background():
         assert row.n_arcs == 0
 
 
+def test_null_model_permutes_each_row_within_the_protein():
+    acc = Accumulator(1, 3, ("contact",), seed=7)
+    attention = torch.zeros(2, 3, 6, 6)
+    attention[0, :, :4, :4] = torch.rand(3, 4, 4)
+    attention[1] = torch.rand(3, 6, 6)
+    permuted = acc.permute_rows(attention, [4, 6], first_index=10)
+    # Every row keeps its weights (a permutation of itself) and nothing moves into the padding.
+    torch.testing.assert_close(permuted.sort(dim=-1).values, attention.sort(dim=-1).values)
+    assert permuted[0, :, :, 4:].abs().sum() == 0 and permuted[0, :, 4:].abs().sum() == 0
+    assert not torch.equal(permuted, attention)
+    # Seeded by the protein's position in the run: the same draw whatever the batch.
+    again = Accumulator(1, 3, ("contact",), seed=7).permute_rows(attention[1:], [6], first_index=11)
+    torch.testing.assert_close(again[0], permuted[1])
+
+
 def test_undefined_pairs_are_excluded():
     protein = hand_protein()
     loud = hand_attention()

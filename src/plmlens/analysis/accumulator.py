@@ -143,13 +143,6 @@ class Accumulator:
         self.n_residues += int(sum(lengths))
         return BatchProperties(*(torch.from_numpy(a) for a in (pair_values, pair_defined, token_values, token_defined)))
 
-    def _per_protein(self, attention: torch.Tensor, masks: BatchProperties) -> dict[str, torch.Tensor]:
-        """The four sums per protein, property and head: each (B, P, H)."""
-        lengths = [attention.shape[-1]] * attention.shape[0]
-        return {
-            name: torch.from_numpy(value).float() for name, value in self._sums(attention, lengths, masks)[0].items()
-        }
-
     def _prepare(self, masks: BatchProperties, lengths: Sequence[int]) -> list[_ProteinMasks]:
         key = tuple(lengths)
         if key not in masks._prepared:
