@@ -56,16 +56,17 @@ def run_accumulator(proteins, attentions, properties=("contact", "binding_site")
     layers = attentions[0].shape[0] if isinstance(attentions, list) else 1
     acc = Accumulator(layers, attentions[0].shape[-3] if isinstance(attentions, list) else 2, properties, **kwargs)
     lengths = [len(p) for p in proteins]
-    masks = acc.batch_properties(proteins, lengths)
+    batch = acc.start_batch(proteins, lengths, positions=range(len(proteins)))
     if isinstance(attentions, list):  # one (layers, H, N, N) tensor per protein, padded into a batch
         width = max(lengths)
         for layer in range(layers):
-            batch = torch.zeros(len(proteins), attentions[0].shape[1], width, width)
+            padded = torch.zeros(len(proteins), attentions[0].shape[1], width, width)
             for b, att in enumerate(attentions):
-                batch[b, :, : lengths[b], : lengths[b]] = att[layer]
-            acc.update(layer, batch, lengths, masks, first_index=0)
+                padded[b, :, : lengths[b], : lengths[b]] = att[layer]
+            batch.add_layer(layer, padded)
     else:
-        acc.update(0, attentions, lengths, masks, first_index=0)
+        batch.add_layer(0, attentions)
+    acc.commit(batch)
     return acc
 
 
@@ -176,13 +177,13 @@ def test_null_model_permutes_each_row_within_the_protein():
     attention = torch.zeros(2, 3, 6, 6)
     attention[0, :, :4, :4] = torch.rand(3, 4, 4)
     attention[1] = torch.rand(3, 6, 6)
-    permuted = acc.permute_rows(attention, [4, 6], first_index=10)
+    permuted = acc.permute_rows(attention, [4, 6], positions=[10, 11])
     # Every row keeps its weights (a permutation of itself) and nothing moves into the padding.
     torch.testing.assert_close(permuted.sort(dim=-1).values, attention.sort(dim=-1).values)
     assert permuted[0, :, :, 4:].abs().sum() == 0 and permuted[0, :, 4:].abs().sum() == 0
     assert not torch.equal(permuted, attention)
     # Seeded by the protein's position in the run: the same draw whatever the batch.
-    again = Accumulator(1, 3, ("contact",), seed=7).permute_rows(attention[1:], [6], first_index=11)
+    again = Accumulator(1, 3, ("contact",), seed=7).permute_rows(attention[1:], [6], positions=[11])
     torch.testing.assert_close(again[0], permuted[1])
 
 
@@ -206,11 +207,12 @@ def test_merge_is_addition_and_save_load_round_trip(tmp_path):
     first = run_accumulator(proteins[:3], attentions[:3], properties=("contact", "aa_A"), seed=5)
     second = Accumulator(1, 1, ("contact", "aa_A"), seed=5)
     lengths = [len(p) for p in proteins[3:]]
-    masks = second.batch_properties(proteins[3:], lengths)
-    batch = torch.zeros(3, 1, max(lengths), max(lengths))
+    batch = second.start_batch(proteins[3:], lengths, positions=[3, 4, 5])
+    padded = torch.zeros(3, 1, max(lengths), max(lengths))
     for b, a in enumerate(attentions[3:]):
-        batch[b, :, : lengths[b], : lengths[b]] = a[0]
-    second.update(0, batch, lengths, masks, first_index=3)
+        padded[b, :, : lengths[b], : lengths[b]] = a[0]
+    batch.add_layer(0, padded)
+    second.commit(batch)
     merged = first.merge(second)
     for name in whole.sums:
         np.testing.assert_allclose(merged.sums[name], whole.sums[name], err_msg=name)

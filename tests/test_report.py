@@ -61,13 +61,14 @@ def small_run(tmp_path) -> tuple:
     protein = Protein(id="syn.A", sequence="ACDEFGHIKLMNPQRSTVWY" + "ACDEFGHIKL", ca=ca, cb=ca,
                       dssp="HHHHHEEEEETTTTT---------HHHHHH", binding_site=np.arange(30) % 5 == 0)  # fmt: skip
     acc = Accumulator(2, 3, ("contact", "binding_site", "helix", "amino_acids"), n_bootstrap=5)
-    masks = acc.batch_properties([protein], [30])
+    batch = acc.start_batch([protein], [30], positions=[0])
     rng = np.random.default_rng(0)
     import torch
 
     for layer in range(2):
         attention = torch.from_numpy(rng.dirichlet(np.full(30, 0.05), size=(1, 3, 30)).astype(np.float32))
-        acc.update(layer, attention, [30], masks, first_index=0)
+        batch.add_layer(layer, attention)
+    acc.commit(batch)
     result = AnalysisResult(acc, info={"model": {"name": "synthetic", "layers": 2, "heads": 3}, "data": "syn"})
     result.save(tmp_path)
     return protein, result

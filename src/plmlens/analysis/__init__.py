@@ -11,7 +11,8 @@
     result.save("runs/antiberty")              # heads.csv, layers.csv, amino_acids.csv, summary.json
 """
 
-from plmlens.analysis.accumulator import Accumulator
+from plmlens.analysis.accumulator import Accumulator, AccumulatorBatch
+from plmlens.analysis.checkpoint import CheckpointError
 from plmlens.analysis.properties import (
     DEFAULT_PROPERTIES,
     PROPERTIES,
@@ -29,7 +30,8 @@ from plmlens.analysis.result import (
     centre_of_gravity,
     two_proportion_test,
 )
-from plmlens.analysis.run import RunState, analyze
+from plmlens.analysis.run import RunInterrupted, RunState, analyze, default_max_tokens, pack_batches
+from plmlens.analysis.shards import MergeError, merge_runs, save_shard
 
 __all__ = [
     "DEFAULT_PROPERTIES",
@@ -38,14 +40,22 @@ __all__ = [
     "PROPERTIES",
     "PROPERTY_GROUPS",
     "Accumulator",
+    "AccumulatorBatch",
     "AnalysisResult",
+    "CheckpointError",
+    "MergeError",
     "Property",
+    "RunInterrupted",
     "RunState",
     "analyze",
     "blosum62",
     "blosum_correlation",
     "centre_of_gravity",
+    "default_max_tokens",
     "get_properties",
+    "merge_runs",
+    "pack_batches",
     "register_property",
+    "save_shard",
     "two_proportion_test",
 ]

@@ -10,15 +10,29 @@ pairs (i, j) where f is *defined*:
 
 the same four for the null model (each attention row randomly permuted, appendix B.2), the background
 (Σ f and Σ defined over pairs or residues), and Poisson-bootstrap replicates of ``arcs`` and ``hits``
-with proteins as the resampled unit. All sums are updated with array operations one layer at a time
-and merge by addition (`Accumulator.merge`), so runs split across processes or machines can be summed.
+with proteins as the resampled unit. All sums merge by addition (`Accumulator.merge`), so runs split
+across processes or machines can be summed.
+
+A batch is a transaction: `Accumulator.start_batch` builds the batch's property masks once (on the
+statistics' device), `AccumulatorBatch.add_layer` stages each layer's per-protein sums, and
+`Accumulator.commit` adds the whole batch at once, so a batch abandoned half-way (out of memory, a
+signal) leaves the totals untouched.
+
+Two engines compute the same sums. ``torch`` runs where the attention is (the model's GPU): dense
+matrix products of the attention with the masks, in float64, so that only the (properties × layers ×
+heads) sums ever leave the device. ``numpy`` is the CPU engine: sparse masks protein by protein on one
+thread, which leaves the cores to the model's forward pass and is faster there. Counts agree exactly
+between them and float sums to float64 rounding; the null model's permutations and the bootstrap weights
+are drawn on the host by numpy in both, keyed by each protein's position, so neither depends on the
+engine, the device or the batching.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,28 +43,19 @@ from plmlens.ioutils import write_bytes_atomic
 from plmlens.proteins import Protein
 
 SUMS = ("arcs", "hits", "weight", "weight_hits")
+#: Order of the four sums in staged per-protein arrays.
+_STAGED = ("weight_hits", "weight", "hits", "arcs")
+ENGINES = ("auto", "numpy", "torch")
 
 
 @dataclass
-class BatchProperties:
-    """Property masks of one batch, padded to its longest protein and stacked for tensor maths."""
+class _HostMasks:
+    """One batch's property masks on the host, padded to its longest protein."""
 
-    pair_values: torch.Tensor  # (B, P_pair, N, N) float, f · defined
-    pair_defined: torch.Tensor  # (B, P_pair, N, N) float
-    token_values: torch.Tensor  # (B, P_token, N) float, g · defined
-    token_defined: torch.Tensor  # (B, P_token, N) float
-    # Per-protein masks in the form `Accumulator.update` uses, built at a batch's first layer.
-    _prepared: dict = field(default_factory=dict, repr=False, compare=False)
-
-
-@dataclass
-class _ProteinMasks:
-    """One protein's masks as `Accumulator.update` uses them (n residues, padded width N)."""
-
-    token: np.ndarray  # (2·P_token, n) float64: values then defined
-    # Per pair mask (values of each pair property, then defined of each): flat (i·n + j) indices of its
-    # ones, or of its zeros when it is mostly ones (complement True).
-    pair: list[tuple[np.ndarray, bool]]
+    pair_values: np.ndarray  # (B, P_pair, N, N) bool, f · defined
+    pair_defined: np.ndarray  # (B, P_pair, N, N) bool
+    token_values: np.ndarray  # (B, P_token, N) bool, g · defined
+    token_defined: np.ndarray  # (B, P_token, N) bool
 
 
 def _sparse(mask: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -60,7 +65,245 @@ def _sparse(mask: np.ndarray) -> tuple[np.ndarray, bool]:
     return np.flatnonzero(mask == 0 if complement else mask), complement
 
 
+class AccumulatorBatch:
+    """One batch in progress: its masks, null-model permutations and bootstrap weights, and the
+    per-protein sums staged layer by layer until `Accumulator.commit`.
+
+    Made by `Accumulator.start_batch`; not constructed directly.
+    """
+
+    def __init__(self, acc: Accumulator, lengths: list[int], positions: list[int], masks: _HostMasks) -> None:
+        self.accumulator = acc
+        self.lengths = lengths
+        self.positions = positions
+        self.background_hits = np.zeros(len(acc.property_names))
+        self.background_total = np.zeros(len(acc.property_names))
+        if acc._pair:
+            self.background_hits[acc._pair] = masks.pair_values.sum(axis=(0, 2, 3))
+            self.background_total[acc._pair] = masks.pair_defined.sum(axis=(0, 2, 3))
+        if acc._token:
+            self.background_hits[acc._token] = masks.token_values.sum(axis=(0, 2))
+            self.background_total[acc._token] = masks.token_defined.sum(axis=(0, 2))
+        orders = [acc._row_order(n, k) for n, k in zip(lengths, positions, strict=True)] if acc.null else None
+        weights = acc.bootstrap_weights(positions) if acc.n_bootstrap else None
+        self._engine_state = acc._engine.begin(masks, lengths, orders, weights)
+        self.layers_done: set[int] = set()
+
+    def add_layer(self, layer: int, attention: torch.Tensor) -> None:
+        """Stage one layer.
+
+        Parameters
+        ----------
+        layer : int
+            0-based layer index.
+        attention : Tensor, shape (B, H, N, N)
+            Residue-aligned attention of the batch's proteins, zero beyond each protein's length, on any
+            device (it is moved to the statistics' device and cast to float32 if needed).
+        """
+        if not 0 <= layer < self.accumulator.n_layers:
+            raise IndexError(f"layer {layer} outside 0..{self.accumulator.n_layers - 1}")
+        batch, heads = attention.shape[:2]
+        if batch != len(self.lengths) or heads != self.accumulator.n_heads:
+            raise ValueError(
+                f"attention of shape {tuple(attention.shape)} for a batch of {len(self.lengths)} proteins "
+                f"and {self.accumulator.n_heads} heads"
+            )
+        self.accumulator._engine.layer(self._engine_state, layer, attention)
+        self.layers_done.add(layer)
+
+
 @dataclass
+class _NumpyState:
+    lengths: list[int]
+    prepared: list  # per protein: (token mask (2·P_token, n) float64, pair masks [(indices, complement)])
+    orders: list[np.ndarray] | None
+    weights: np.ndarray | None
+    staged: np.ndarray  # (L, B, C, 4, P, H)
+
+
+class _NumpyEngine:
+    """Host sums with sparse pair masks, protein by protein, on one thread (see `_NumpyEngine.sums`)."""
+
+    name = "numpy"
+    device = torch.device("cpu")
+
+    def __init__(self, acc: Accumulator) -> None:
+        self.acc = acc
+
+    def begin(self, masks: _HostMasks, lengths: list[int], orders, weights) -> _NumpyState:
+        acc = self.acc
+        prepared = []
+        for b, n in enumerate(lengths):
+            pair = [
+                _sparse(m[b, k, :n, :n]) for m in (masks.pair_values, masks.pair_defined) for k in range(len(acc._pair))
+            ]
+            token = np.concatenate([masks.token_values[b, :, :n], masks.token_defined[b, :, :n]]).astype(np.float64)
+            prepared.append((token, pair))
+        copies = 2 if orders is not None else 1
+        staged = np.zeros((acc.n_layers, len(lengths), copies, 4, len(acc.property_names), acc.n_heads))
+        return _NumpyState(lengths, prepared, orders, weights, staged)
+
+    def layer(self, state: _NumpyState, layer: int, attention: torch.Tensor) -> None:
+        state.staged[layer] = self.sums(attention, state)
+
+    def sums(self, attention: torch.Tensor, state: _NumpyState) -> np.ndarray:
+        """The four sums per protein, property and head, (B, C, 4, P, H) float64: of `attention` and, with
+        the null model, of its row-permuted copy.
+
+        Protein by protein on the (H, n) rows: token sums need the column sums (over the rows i) of the
+        attention and of its high-confidence indicator; pair sums only the attention at the pairs where a
+        mask is 1 (or 0, for masks mostly 1: total minus those), as pair masks such as contacts are sparse.
+        The permuted attention of the null model is one gather. All in single-threaded numpy: this runs
+        next to the model's forward pass, and small multi-threaded operations would compete with it.
+        """
+        acc = self.acc
+        lengths, orders = state.lengths, state.orders
+        batch, heads, _, width = attention.shape
+        values = np.ascontiguousarray(attention.detach().float().cpu().numpy()).reshape(batch, heads, width * width)
+        copies = 1 if orders is None else 2
+        n_pair, n_token = len(acc._pair), len(acc._token)
+        raw = np.zeros((batch, copies, 4, n_token + n_pair, heads))  # properties as (token..., pair...)
+        count = np.uint16 if max(lengths, default=0) < 2**16 else np.int64
+        for b, n in enumerate(lengths):
+            if n == 0:
+                continue
+            token_mask, pair_masks = state.prepared[b]
+            # (C·H, n, n): the attention, then (null model) each row permuted, as one array
+            stacked = np.empty((copies * heads, n, n), dtype=np.float32)
+            np.copyto(stacked[:heads], values[b].reshape(heads, width, width)[:, :n, :n])
+            if orders is not None:
+                index = (orders[b] + np.arange(0, n * width, width)[:, None]).ravel()
+                np.take(values[b], index, axis=1, out=stacked[heads:].reshape(heads, n * n))
+            # float64 sums, so that a pair mask's sum equals the total whenever the rest is zero
+            column_weight = stacked.sum(axis=1, dtype=np.float64)  # (C·H, n)
+            column_high = np.add.reduce((stacked > acc.threshold).view(np.uint8), axis=1, dtype=count)
+            sums = raw[b].reshape(copies, 2, 2, n_token + n_pair, heads)  # (copy, weight|high, values|defined)
+            if n_token:
+                columns = np.stack([column_weight, column_high]).reshape(2, copies, heads, n)
+                token = np.einsum("kchj,pj->ckph", columns, token_mask)  # (C, 2, 2·P_token, H)
+                sums[..., :n_token, :] = token.reshape(copies, 2, 2, n_token, heads)
+            if n_pair:
+                rows = stacked.reshape(copies * heads, n * n)
+                total_weight = column_weight.sum(axis=1)
+                total_high = column_high.sum(axis=1, dtype=np.int64)
+                for k, (index, complement) in enumerate(pair_masks):
+                    picked = np.take(rows, index, axis=1)
+                    weight = picked.sum(axis=1, dtype=np.float64)
+                    high = np.count_nonzero(picked > acc.threshold, axis=1)
+                    if complement:
+                        weight, high = total_weight - weight, total_high - high
+                    side, p = divmod(k, n_pair)  # side 0: values, 1: defined
+                    sums[:, 0, side, n_token + p] = weight.reshape(copies, heads)
+                    sums[:, 1, side, n_token + p] = high.reshape(copies, heads)
+        return raw[:, :, :, acc._unsort]
+
+    def commit(self, state: _NumpyState, totals: dict[str, np.ndarray]) -> None:
+        _commit(np, state.staged, state.weights, totals)
+
+
+@dataclass
+class _TorchState:
+    lengths: list[int]
+    token_masks: torch.Tensor | None  # (B, 2·P_token, N) float64: values then defined
+    pair_masks: torch.Tensor | None  # (B, N·N, 2·P_pair) float64: values then defined
+    null_index: torch.Tensor | None  # (B, N, N) int64: row permutations, identity in the padding
+    weights: torch.Tensor | None  # (R, B) float64
+    staged: torch.Tensor  # (L, B, C, 4, P, H) float64
+
+
+class _TorchEngine:
+    """Sums on the attention's device with dense batched products (see the module docstring)."""
+
+    name = "torch"
+
+    def __init__(self, acc: Accumulator, device: torch.device) -> None:
+        self.acc = acc
+        self.device = device
+        self.totals: dict[str, torch.Tensor] = {}
+
+    def _zeros(self, shape) -> torch.Tensor:
+        return torch.zeros(shape, dtype=torch.float64, device=self.device)
+
+    def begin(self, masks: _HostMasks, lengths: list[int], orders, weights) -> _TorchState:
+        acc = self.acc
+        batch, width = len(lengths), max(lengths)
+        device = self.device
+
+        def upload(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array)).to(device).to(torch.float64)
+
+        token_masks = pair_masks = null_index = None
+        if acc._token:
+            token_masks = upload(np.concatenate([masks.token_values, masks.token_defined], axis=1))
+        if acc._pair:
+            both = upload(np.concatenate([masks.pair_values, masks.pair_defined], axis=1))
+            pair_masks = both.reshape(batch, 2 * len(acc._pair), width * width).transpose(1, 2)
+        if orders is not None:
+            index = np.broadcast_to(np.arange(width), (batch, width, width)).copy()
+            for b, (n, order) in enumerate(zip(lengths, orders, strict=True)):
+                index[b, :n, :n] = order
+            null_index = torch.from_numpy(index).to(device)
+        copies = 2 if orders is not None else 1
+        staged = self._zeros((acc.n_layers, batch, copies, 4, len(acc.property_names), acc.n_heads))
+        boot = torch.from_numpy(weights).to(device) if weights is not None else None
+        return _TorchState(lengths, token_masks, pair_masks, null_index, boot, staged)
+
+    def layer(self, state: _TorchState, layer: int, attention: torch.Tensor) -> None:
+        acc = self.acc
+        attention = attention.detach().to(self.device, torch.float32)
+        batch, heads, width, _ = attention.shape
+        n_token = len(acc._token)
+        copies = [attention]
+        if state.null_index is not None:
+            index = state.null_index.unsqueeze(1).expand(batch, heads, width, width)
+            copies.append(attention.gather(-1, index))
+        for c, values in enumerate(copies):
+            high = values > acc.threshold
+            out = state.staged[layer, :, c]  # (B, 4, P, H)
+            if state.token_masks is not None:
+                column_weight = values.sum(dim=2, dtype=torch.float64)  # (B, H, N)
+                column_high = high.sum(dim=2, dtype=torch.float64)
+                weight = torch.einsum("bhj,bqj->bqh", column_weight, state.token_masks)  # (B, 2·P_token, H)
+                count = torch.einsum("bhj,bqj->bqh", column_high, state.token_masks)
+                out[:, 0, acc._token] = weight[:, :n_token]
+                out[:, 1, acc._token] = weight[:, n_token:]
+                out[:, 2, acc._token] = count[:, :n_token]
+                out[:, 3, acc._token] = count[:, n_token:]
+            if state.pair_masks is not None:
+                n_pair = len(acc._pair)
+                flat = values.reshape(batch, heads, width * width)
+                weight = torch.bmm(flat.to(torch.float64), state.pair_masks)  # (B, H, 2·P_pair)
+                del flat
+                count = torch.bmm(high.reshape(batch, heads, width * width).to(torch.float64), state.pair_masks)
+                out[:, 0, acc._pair] = weight[..., :n_pair].transpose(1, 2)
+                out[:, 1, acc._pair] = weight[..., n_pair:].transpose(1, 2)
+                out[:, 2, acc._pair] = count[..., :n_pair].transpose(1, 2)
+                out[:, 3, acc._pair] = count[..., n_pair:].transpose(1, 2)
+            del high
+
+    def commit(self, state: _TorchState, host_totals: dict[str, np.ndarray]) -> None:
+        if not self.totals:
+            names = [*SUMS, *(f"null_{n}" for n in SUMS), "boot_arcs", "boot_hits"]
+            self.totals = {name: self._zeros(host_totals[name].shape) for name in names}
+        _commit(torch, state.staged, state.weights, self.totals)
+
+    def fold(self, host_totals: dict[str, np.ndarray]) -> None:
+        """Add the device sums to the host's and zero them (the only transfer of sums to the host)."""
+        for name, total in self.totals.items():
+            host_totals[name] += total.cpu().numpy()
+            total.zero_()
+
+
+def _commit(xp, staged, weights, totals) -> None:
+    """Add staged per-protein sums (L, B, C, 4, P, H) to the totals; ``xp`` is numpy or torch."""
+    for c, prefix in enumerate(("", "null_")[: staged.shape[2]]):
+        for k, name in enumerate(_STAGED):
+            totals[prefix + name] += xp.einsum("lbph->plh", staged[:, :, c, k])
+    if weights is not None:
+        totals["boot_hits"] += xp.einsum("rb,lbph->rplh", weights, staged[:, :, 0, 2])
+        totals["boot_arcs"] += xp.einsum("rb,lbph->rplh", weights, staged[:, :, 0, 3])
+
+
 class Accumulator:
     """Per-head sums for a model shape and a list of properties (see the module docstring).
 
@@ -74,32 +317,42 @@ class Accumulator:
         θ of Eq. 1: attention weights above it are high-confidence arcs.
     seed : int
         Seeds the null model's row permutations and the bootstrap weights; both are drawn per protein
-        (from the protein's position in the run), so results do not depend on batching.
+        from the protein's position, so results depend neither on batching nor on sharding.
     n_bootstrap : int
         Poisson-bootstrap replicates (0 disables the bootstrap).
     null : bool
         Compute the row-permuted null model in the same pass.
+    sums : dict of ndarray, optional
+        Starting sums (as `save` writes them).
+    device : str or torch.device, optional
+        Where the statistics are computed: the model's device. Default CPU.
+    engine : {"auto", "numpy", "torch"}
+        ``auto``: numpy on the CPU, torch on any other device.
     """
 
-    n_layers: int
-    n_heads: int
-    properties: Sequence[str | Property] = ()
-    threshold: float = 0.3
-    seed: int = 123
-    n_bootstrap: int = 200
-    null: bool = True
-    sums: dict[str, np.ndarray] = field(default_factory=dict)
-    n_proteins: int = 0
-    n_residues: int = 0
-
-    def __post_init__(self) -> None:
-        self._properties = get_properties(self.properties or None)
+    def __init__(
+        self,
+        n_layers: int,
+        n_heads: int,
+        properties: Sequence[str | Property] = (),
+        threshold: float = 0.3,
+        seed: int = 123,
+        n_bootstrap: int = 200,
+        null: bool = True,
+        sums: dict[str, np.ndarray] | None = None,
+        device: str | torch.device | None = None,
+        engine: str = "auto",
+    ) -> None:
+        self.n_layers, self.n_heads = int(n_layers), int(n_heads)
+        self.threshold, self.seed, self.n_bootstrap, self.null = float(threshold), int(seed), int(n_bootstrap), null
+        self._properties = get_properties(properties or None)
         self.property_names = [p.name for p in self._properties]
         self.properties = tuple(self.property_names)
         self._pair = [i for i, p in enumerate(self._properties) if p.kind == PAIR]
         self._token = [i for i, p in enumerate(self._properties) if p.kind != PAIR]
         self._unsort = np.argsort(self._token + self._pair)  # (token..., pair...) order -> property order
-        self._null_orders: tuple = (None, [])  # (batch key, row permutations), shared by all layers
+        self.n_proteins = 0
+        self.n_residues = 0
         shape = (len(self._properties), self.n_layers, self.n_heads)
         defaults = {name: np.zeros(shape) for name in SUMS}
         defaults.update({f"null_{name}": np.zeros(shape) for name in SUMS})
@@ -107,187 +360,123 @@ class Accumulator:
         defaults["background_total"] = np.zeros(len(self._properties))
         defaults["boot_arcs"] = np.zeros((self.n_bootstrap, *shape))
         defaults["boot_hits"] = np.zeros((self.n_bootstrap, *shape))
+        self._sums = dict(sums or {})
         for name, value in defaults.items():
-            self.sums.setdefault(name, value)
-            if self.sums[name].shape != value.shape:
-                raise ValueError(f"accumulator sum {name!r} has shape {self.sums[name].shape}, not {value.shape}")
+            self._sums.setdefault(name, value)
+            if self._sums[name].shape != value.shape:
+                raise ValueError(f"accumulator sum {name!r} has shape {self._sums[name].shape}, not {value.shape}")
+            self._sums[name] = np.array(self._sums[name], dtype=np.float64)
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+        if engine == "auto":
+            engine = "numpy" if device.type == "cpu" else "torch"
+        if engine == "numpy" and device.type != "cpu":
+            raise ValueError(f"the numpy engine runs on the CPU, not on {device}")
+        self._engine = _NumpyEngine(self) if engine == "numpy" else _TorchEngine(self, device)
+
+    def __repr__(self) -> str:
+        return (
+            f"Accumulator({self.n_layers} layers × {self.n_heads} heads, {len(self.property_names)} properties, "
+            f"{self.n_proteins} proteins, {self.engine} engine on {self.device})"
+        )
+
+    @property
+    def engine(self) -> str:
+        return self._engine.name
+
+    @property
+    def device(self) -> torch.device:
+        return self._engine.device
+
+    @property
+    def sums(self) -> dict[str, np.ndarray]:
+        """All sums as float64 host arrays (``arcs``, ``null_hits``, ``boot_arcs``, ``background_total``, ...)."""
+        if isinstance(self._engine, _TorchEngine):
+            self._engine.fold(self._sums)
+        return self._sums
 
     # -- per batch -------------------------------------------------------------------------------
 
-    def batch_properties(self, proteins: Sequence[Protein], lengths: Sequence[int]) -> BatchProperties:
-        """Stack the property masks of a batch (proteins cut to `lengths`, as the model saw them) and add
-        them to the background counts."""
-        width = max(lengths)
-        batch = len(proteins)
-        pair_values = np.zeros((batch, len(self._pair), width, width), dtype=np.float32)
+    def start_batch(
+        self, proteins: Sequence[Protein], lengths: Sequence[int], positions: Sequence[int]
+    ) -> AccumulatorBatch:
+        """Begin a batch: its property masks (built once, for all layers), null-model permutations and
+        bootstrap weights. Nothing is added until `commit`.
+
+        Parameters
+        ----------
+        proteins : sequence of Protein
+            The batch, in the order of the attention's batch axis.
+        lengths : sequence of int
+            Residues of each protein as the model saw them (after truncation).
+        positions : sequence of int
+            Each protein's position in the run (seeds its null model and bootstrap weights).
+
+        Returns
+        -------
+        AccumulatorBatch
+        """
+        lengths = [int(n) for n in lengths]
+        positions = [int(k) for k in positions]
+        if not (len(proteins) == len(lengths) == len(positions)) or not proteins:
+            raise ValueError(f"{len(proteins)} proteins, {len(lengths)} lengths and {len(positions)} positions")
+        return AccumulatorBatch(self, lengths, positions, self._host_masks(proteins, lengths))
+
+    def _host_masks(self, proteins: Sequence[Protein], lengths: list[int]) -> _HostMasks:
+        width, batch = max(lengths), len(proteins)
+        pair_values = np.zeros((batch, len(self._pair), width, width), dtype=bool)
         pair_defined = np.zeros_like(pair_values)
-        token_values = np.zeros((batch, len(self._token), width), dtype=np.float32)
+        token_values = np.zeros((batch, len(self._token), width), dtype=bool)
         token_defined = np.zeros_like(token_values)
         for b, (protein, n) in enumerate(zip(proteins, lengths, strict=True)):
             cut = protein if n == len(protein) else protein.subset(slice(0, n))
             for k, index in enumerate(self._pair):
-                values, defined = self._properties[index].mask(cut)
-                pair_values[b, k, :n, :n] = values
-                pair_defined[b, k, :n, :n] = defined
+                pair_values[b, k, :n, :n], pair_defined[b, k, :n, :n] = self._properties[index].mask(cut)
             for k, index in enumerate(self._token):
-                values, defined = self._properties[index].mask(cut)
-                token_values[b, k, :n] = values
-                token_defined[b, k, :n] = defined
-        if self._pair:
-            self.sums["background_hits"][self._pair] += pair_values.sum(axis=(0, 2, 3))
-            self.sums["background_total"][self._pair] += pair_defined.sum(axis=(0, 2, 3))
-        if self._token:
-            self.sums["background_hits"][self._token] += token_values.sum(axis=(0, 2))
-            self.sums["background_total"][self._token] += token_defined.sum(axis=(0, 2))
-        self.n_proteins += batch
-        self.n_residues += int(sum(lengths))
-        return BatchProperties(*(torch.from_numpy(a) for a in (pair_values, pair_defined, token_values, token_defined)))
+                token_values[b, k, :n], token_defined[b, k, :n] = self._properties[index].mask(cut)
+        return _HostMasks(pair_values, pair_defined, token_values, token_defined)
 
-    def _prepare(self, masks: BatchProperties, lengths: Sequence[int]) -> list[_ProteinMasks]:
-        key = tuple(lengths)
-        if key not in masks._prepared:
-            token_values, token_defined = masks.token_values.numpy(), masks.token_defined.numpy()
-            pair_values, pair_defined = masks.pair_values.numpy(), masks.pair_defined.numpy()
-            prepared = []
-            for b, n in enumerate(key):
-                pair = [_sparse(m[b, k, :n, :n]) for m in (pair_values, pair_defined) for k in range(len(self._pair))]
-                token = np.concatenate([token_values[b, :, :n], token_defined[b, :, :n]]).astype(np.float64)
-                prepared.append(_ProteinMasks(token, pair))
-            masks._prepared[key] = prepared
-        return masks._prepared[key]
+    def commit(self, batch: AccumulatorBatch) -> None:
+        """Add a batch whose every layer was staged."""
+        if batch.accumulator is not self:
+            raise ValueError("this batch was started by another accumulator")
+        missing = sorted(set(range(self.n_layers)) - batch.layers_done)
+        if missing:
+            raise ValueError(f"cannot commit a batch without layers {[m + 1 for m in missing]}")
+        self._engine.commit(batch._engine_state, self._sums)
+        self._sums["background_hits"] += batch.background_hits
+        self._sums["background_total"] += batch.background_total
+        self.n_proteins += len(batch.lengths)
+        self.n_residues += sum(batch.lengths)
+        batch.layers_done = set()  # committed once only
 
-    def _sums(
-        self,
-        attention: torch.Tensor,
-        lengths: Sequence[int],
-        masks: BatchProperties,
-        orders: Sequence[np.ndarray] | None = None,
-    ) -> list[dict[str, np.ndarray]]:
-        """The four sums per protein, property and head, each (B, P, H) float64: of `attention`, and when
-        `orders` (one (n, n) row permutation per protein) is given, also of the row-permuted attention.
-
-        Protein by protein on the (H, n) rows: token sums need the column sums (over the rows i) of the
-        attention and of its high-confidence indicator; pair sums only the attention at the pairs where a
-        mask is 1 (or 0, for masks mostly 1: total minus those), as pair masks such as contacts are sparse.
-        The permuted attention of the null model is one gather. All in single-threaded numpy: this runs
-        next to the model's forward pass, and small multi-threaded operations would compete with it.
-        """
-        batch, heads, _, width = attention.shape
-        values = np.ascontiguousarray(attention.detach().float().numpy()).reshape(batch, heads, width * width)
-        copies = 1 if orders is None else 2
-        n_pair, n_token = len(self._pair), len(self._token)
-        # raw[b, copy, 4 sums (weight_hits, weight, hits, arcs), property (token..., pair...), head]
-        raw = np.zeros((batch, copies, 4, n_token + n_pair, heads))
-        prepared = self._prepare(masks, lengths)
-        count = np.uint16 if max(lengths, default=0) < 2**16 else np.int64
-        for b, n in enumerate(lengths):
-            if n == 0:
-                continue
-            # (C·H, n, n): the attention, then (null model) each row permuted, as one array
-            stacked = np.empty((copies * heads, n, n), dtype=np.float32)
-            np.copyto(stacked[:heads], values[b].reshape(heads, width, width)[:, :n, :n])
-            if orders is not None:
-                index = (orders[b] + np.arange(0, n * width, width)[:, None]).ravel()
-                np.take(values[b], index, axis=1, out=stacked[heads:].reshape(heads, n * n))
-            # float64 sums, so that a pair mask's sum equals the total whenever the rest is zero
-            column_weight = stacked.sum(axis=1, dtype=np.float64)  # (C·H, n)
-            column_high = np.add.reduce((stacked > self.threshold).view(np.uint8), axis=1, dtype=count)
-            sums = raw[b].reshape(copies, 2, 2, n_token + n_pair, heads)  # (copy, weight|high, values|defined)
-            if n_token:
-                columns = np.stack([column_weight, column_high]).reshape(2, copies, heads, n)
-                token = np.einsum("kchj,pj->ckph", columns, prepared[b].token)  # (C, 2, 2·P_token, H)
-                sums[..., :n_token, :] = token.reshape(copies, 2, 2, n_token, heads)
-            if n_pair:
-                rows = stacked.reshape(copies * heads, n * n)
-                total_weight = column_weight.sum(axis=1)
-                total_high = column_high.sum(axis=1, dtype=np.int64)
-                for k, (index, complement) in enumerate(prepared[b].pair):
-                    picked = np.take(rows, index, axis=1)
-                    weight = picked.sum(axis=1, dtype=np.float64)
-                    high = np.count_nonzero(picked > self.threshold, axis=1)
-                    if complement:
-                        weight, high = total_weight - weight, total_high - high
-                    side, p = divmod(k, n_pair)  # side 0: values, 1: defined
-                    sums[:, 0, side, n_token + p] = weight.reshape(copies, heads)
-                    sums[:, 1, side, n_token + p] = high.reshape(copies, heads)
-        raw = raw[:, :, :, self._unsort]
-        return [
-            {"weight_hits": raw[:, c, 0], "weight": raw[:, c, 1], "hits": raw[:, c, 2], "arcs": raw[:, c, 3]}
-            for c in range(copies)
-        ]
-
-    def _row_order(self, n: int, protein_index: int) -> np.ndarray:
+    def _row_order(self, n: int, position: int) -> np.ndarray:
         """The null model's (n, n) row permutations of one protein: ``argsort`` of seeded uniform draws.
 
-        One permutation per row, drawn once per protein (from its position in the run, so batching does not
-        matter) and applied to that row in every layer and head. Each head's row is thereby a uniformly random
+        One permutation per row, drawn once per protein (from its position, so batching does not matter) and
+        applied to that row in every layer and head. Each head's row is thereby a uniformly random
         permutation of itself — the paper's null model — and drawing costs one sort per protein, not one per
         layer and head.
         """
-        rng = np.random.default_rng([self.seed, 1, protein_index])
+        rng = np.random.default_rng([self.seed, 1, position])
         return np.argsort(rng.random((n, n)), axis=-1)
 
-    def _orders(self, lengths: Sequence[int], first_index: int) -> list[np.ndarray]:
-        key = (first_index, tuple(lengths))
-        if self._null_orders[0] != key:
-            self._null_orders = (key, [self._row_order(n, first_index + b) for b, n in enumerate(lengths)])
-        return self._null_orders[1]
-
-    def permute_rows(self, attention: torch.Tensor, lengths: Sequence[int], first_index: int) -> torch.Tensor:
+    def permute_rows(self, attention: torch.Tensor, lengths: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
         """The null model: each attention row randomly permuted over the protein's residues (see `_row_order`)."""
         permuted = torch.zeros_like(attention)
-        for b, (n, order) in enumerate(zip(lengths, self._orders(lengths, first_index), strict=True)):
+        for b, (n, k) in enumerate(zip(lengths, positions, strict=True)):
             rows = attention[b, :, :n, :n]
-            permuted[b, :, :n, :n] = rows.gather(-1, torch.from_numpy(order).unsqueeze(0).expand_as(rows))
+            order = torch.from_numpy(self._row_order(int(n), int(k))).to(attention.device)
+            permuted[b, :, :n, :n] = rows.gather(-1, order.unsqueeze(0).expand_as(rows))
         return permuted
 
-    def bootstrap_weights(self, lengths: Sequence[int], first_index: int) -> np.ndarray:
+    def bootstrap_weights(self, positions: Sequence[int]) -> np.ndarray:
         """Poisson(1) weight of each protein in each bootstrap replicate: (R, B)."""
-        weights = np.empty((self.n_bootstrap, len(lengths)))
-        for b in range(len(lengths)):
-            rng = np.random.default_rng([self.seed, 2, first_index + b])
-            weights[:, b] = rng.poisson(1.0, self.n_bootstrap)
+        weights = np.empty((self.n_bootstrap, len(positions)))
+        for b, k in enumerate(positions):
+            weights[:, b] = np.random.default_rng([self.seed, 2, int(k)]).poisson(1.0, self.n_bootstrap)
         return weights
-
-    def update(
-        self,
-        layer: int,
-        attention: torch.Tensor,
-        lengths: Sequence[int],
-        masks: BatchProperties,
-        first_index: int,
-        boot_weights: np.ndarray | None = None,
-    ) -> None:
-        """Add one layer of one batch.
-
-        Parameters
-        ----------
-        layer : int
-            0-based layer index.
-        attention : Tensor, shape (B, H, N, N)
-            Residue-aligned attention, zero beyond each protein's length.
-        lengths : sequence of int
-            Residues per protein.
-        masks : BatchProperties
-            From `batch_properties` for the same proteins.
-        first_index : int
-            Position in the run of the batch's first protein (seeds the null model and bootstrap).
-        boot_weights : ndarray (R, B), optional
-            From `bootstrap_weights`, computed once per batch.
-        """
-        lengths = [int(n) for n in lengths]
-        orders = self._orders(lengths, first_index) if self.null else None
-        results = self._sums(attention, lengths, masks, orders)
-        sums = results[0]
-        for name, value in sums.items():
-            self.sums[name][:, layer] += value.sum(axis=0)
-        if self.n_bootstrap:
-            weights = boot_weights if boot_weights is not None else self.bootstrap_weights(lengths, first_index)
-            for name in ("arcs", "hits"):
-                self.sums[f"boot_{name}"][:, :, layer] += np.einsum("rb,bph->rph", weights, sums[name])
-        if self.null:
-            for name, value in results[1].items():
-                self.sums[f"null_{name}"][:, layer] += value.sum(axis=0)
 
     # -- merging and persistence -----------------------------------------------------------------
 
@@ -307,30 +496,51 @@ class Accumulator:
         merged.n_residues = self.n_residues + other.n_residues
         return merged
 
-    def save(self, path: str | Path) -> Path:
-        """Write the sums and settings to one ``.npz`` file, atomically."""
-        import io
+    def to_bytes(self, extra: dict[str, str] | None = None) -> bytes:
+        """The sums and settings as ``.npz`` bytes (what `save` writes).
 
+        Parameters
+        ----------
+        extra : dict of str, optional
+            More text entries, named ``__name__`` (`load` ignores them), e.g. a checkpoint's run record.
+        """
         buffer = io.BytesIO()
         meta = {**self.config(), "n_proteins": self.n_proteins, "n_residues": self.n_residues}
-        np.savez_compressed(buffer, __meta__=np.array(json.dumps(meta)), **self.sums)
-        return write_bytes_atomic(path, buffer.getvalue())
+        texts = {name: np.array(text) for name, text in (extra or {}).items()}
+        if any(not (name.startswith("__") and name.endswith("__")) for name in texts):
+            raise ValueError("extra entries are named __name__")
+        np.savez_compressed(buffer, __meta__=np.array(json.dumps(meta)), **texts, **self.sums)
+        return buffer.getvalue()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the sums and settings to one ``.npz`` file, atomically."""
+        return write_bytes_atomic(path, self.to_bytes())
 
     @classmethod
-    def load(cls, path: str | Path, properties: Sequence[str | Property] | None = None) -> Accumulator:
+    def load(
+        cls,
+        path: str | Path,
+        properties: Sequence[str | Property] | None = None,
+        device: str | torch.device | None = None,
+        engine: str = "auto",
+    ) -> Accumulator:
         """Read an accumulator written by `save` (no pickles involved).
 
         Parameters
         ----------
         properties : sequence of Property, optional
             Property objects for names that are not in the registry (custom properties).
+        device : str or torch.device, optional
+            Where further batches will be computed.
+        engine : {"auto", "numpy", "torch"}
+            Their engine (see `Accumulator`).
         """
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["__meta__"]))
-            sums = {k: data[k] for k in data.files if k != "__meta__"}
+            sums = {k: data[k] for k in data.files if not k.startswith("__")}
         names = meta.pop("properties")
         custom = {p.name: p for p in properties or () if isinstance(p, Property)}
         counts = meta.pop("n_proteins"), meta.pop("n_residues")
-        acc = cls(**meta, properties=[custom.get(n, n) for n in names], sums=sums)
+        acc = cls(**meta, properties=[custom.get(n, n) for n in names], sums=sums, device=device, engine=engine)
         acc.n_proteins, acc.n_residues = counts
         return acc

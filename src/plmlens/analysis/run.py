@@ -1,22 +1,57 @@
-"""Running a model over proteins and accumulating attention statistics, one layer at a time."""
+"""Running a model over proteins and accumulating attention statistics, one layer at a time.
+
+The proteins are numbered by their *position*: their order in the source among those that pass the
+source's and the model's checks. Positions key the null model and the bootstrap, decide which process
+takes a protein (``shard``, torchrun ranks), and record progress in checkpoints, so that sorting,
+batching, sharding and resuming leave every result as one uninterrupted, unsorted run would give it.
+
+Proteins are read ahead in windows, sorted by token count and packed into batches under a token budget
+(``max_tokens``), which keeps padding small; a protein longer than the budget runs alone. A batch that
+runs out of GPU memory is split in two and retried.
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from plmlens.analysis.accumulator import Accumulator
+from plmlens.analysis.checkpoint import Progress, load_checkpoint, save_checkpoint
 from plmlens.analysis.properties import Property
 from plmlens.analysis.result import AnalysisResult
-from plmlens.models import ModelAdapter, SequenceError
+from plmlens.distributed import ProcessGroup, Shard
+from plmlens.models import ModelAdapter, SequenceError, dtype_name
 from plmlens.proteins import Protein
 from plmlens.proteins.skips import Skipped
 
 log = logging.getLogger(__name__)
+
+#: A read-ahead window holds about this many batches' worth of tokens.
+WINDOW_BATCHES = 16
+
+
+def default_max_tokens(device: torch.device | str) -> int:
+    """Token budget per batch (padding included) suited to a device.
+
+    4,096 on the CPU. On a GPU, 512 tokens per GiB of its memory, between 4,096 and 65,536: the eager
+    attention of a 20-head model over a 512-token batch row, with the statistics' float32 and float64
+    copies, takes about 0.2 GiB per 1,000 tokens.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+        return int(min(65_536, max(4_096, 512 * gib)))
+    return 4_096
 
 
 @dataclass
@@ -28,24 +63,472 @@ class RunState:
     n_truncated: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    n_batches: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    oom_retries: int = 0
+    previous_seconds: float = 0.0  # work done before a resume
 
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.started
 
+    @property
+    def padding_efficiency(self) -> float | None:
+        """Real tokens over padded tokens of the batches run (1 = no padding)."""
+        return self.tokens / self.padded_tokens if self.padded_tokens else None
 
-def _valid(adapter: ModelAdapter, proteins: Iterable[Protein], state: RunState) -> Iterator[Protein]:
-    """Proteins the model can read; the others are recorded as skipped (one never stops the run)."""
-    for protein in proteins:
+
+class RunInterrupted(Exception):  # noqa: N818 -- reads as what happened, like KeyboardInterrupt
+    """The run stopped on SIGTERM or SIGINT after saving its checkpoint.
+
+    Attributes
+    ----------
+    signal_number : int
+    checkpoint : Path
+    n_proteins : int
+        Proteins in the saved sums.
+    exit_code : int
+        128 + the signal number (143 for SIGTERM, 130 for SIGINT), as a shell reports it.
+    """
+
+    def __init__(self, signal_number: int, checkpoint: Path, n_proteins: int) -> None:
+        self.signal_number = signal_number
+        self.checkpoint = checkpoint
+        self.n_proteins = n_proteins
+        self.exit_code = 128 + signal_number
+        name = signal.Signals(signal_number).name
+        super().__init__(f"{name}: {n_proteins:,} proteins saved to {checkpoint}")
+
+
+class _Stop(BaseException):
+    def __init__(self, signal_number: int) -> None:
+        self.signal_number = signal_number
+
+
+class _Signals:
+    """SIGTERM (what Slurm sends before preemption) and SIGINT stop the run at the next safe point.
+
+    Outside `critical` sections the handler raises at once, abandoning the batch in progress (its sums
+    are only staged); inside one (a commit, a checkpoint write) it waits for the section to end.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._armed = True
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signal_number: int, frame) -> None:
+        self.received = signal_number
+        if self._armed:
+            raise _Stop(signal_number)
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def disarm(self) -> None:
+        self._armed = False
+        self.received = None
+
+    @contextmanager
+    def critical(self) -> Iterator[None]:
+        self._armed = False
+        try:
+            yield
+        finally:
+            self._armed = True
+        if self.received is not None:
+            raise _Stop(self.received)
+
+
+@dataclass
+class _Item:
+    record: int
+    position: int
+    protein: Protein
+    tokens: int
+
+
+def _numbered(
+    adapter: ModelAdapter,
+    records: Iterable[Protein | Skipped],
+    state: RunState,
+    progress: Progress,
+    *,
+    limit: int | None,
+    max_length: int,
+    known_skips_before: int,
+) -> Iterator[_Item]:
+    """Every readable protein with its record index, position and token count (after truncation); the
+    other records are added to `state.skipped` (and to `progress.skipped`), and the run goes on."""
+    position = taken = 0
+    for index, record in enumerate(records):
+        progress.records_read = max(progress.records_read, index + 1)
+        if isinstance(record, Skipped):
+            if index >= known_skips_before:
+                _skip(state, progress, index, record)
+            continue
+        if limit is not None and taken >= limit:
+            return
+        taken += 1
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # only the alphabet is checked here, not the length
-                adapter.encode([protein], max_length=10**9)
+                warnings.simplefilter("ignore")  # truncation is counted per batch instead
+                encoding = adapter.encode([record], max_length=max_length)
         except SequenceError as error:
-            state.skipped.append(Skipped(protein.source, protein.id, str(error)))
-            log.warning("skipped %s: %s", protein.id, error)
+            if index >= known_skips_before:
+                _skip(state, progress, index, Skipped(record.source, record.id, str(error)))
+                log.warning("skipped %s: %s", record.id, error)
             continue
-        yield protein
+        yield _Item(index, position, record, int(encoding.input_ids.shape[1]))
+        position += 1
+
+
+def _skip(state: RunState, progress: Progress, index: int, skipped: Skipped) -> None:
+    state.skipped.append(skipped)
+    progress.skipped.append({"record": index, **skipped.to_dict()})
+
+
+def _windows(items: Iterable[_Item], budget: int) -> Iterator[list[_Item]]:
+    window: list[_Item] = []
+    tokens = 0
+    for item in items:
+        window.append(item)
+        tokens += item.tokens
+        if tokens >= budget:
+            yield window
+            window, tokens = [], 0
+    if window:
+        yield window
+
+
+def pack_batches(tokens: Sequence[int], max_tokens: int, max_proteins: int | None = None) -> list[list[int]]:
+    """Indices of items packed into batches, shortest first, so that each batch's padded size (items ×
+    longest item) stays within `max_tokens`; an item longer than the budget gets a batch of its own.
+
+    Parameters
+    ----------
+    tokens : sequence of int
+        Token count of each item.
+    max_tokens : int
+        Budget of padded tokens per batch.
+    max_proteins : int, optional
+        At most this many items per batch.
+
+    Returns
+    -------
+    list of list of int
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in sorted(range(len(tokens)), key=lambda k: (tokens[k], k)):
+        full = max_proteins is not None and len(current) >= max_proteins
+        if current and (full or (len(current) + 1) * tokens[index] > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def analyze(
+    adapter: ModelAdapter,
+    proteins: Iterable[Protein | Skipped],
+    properties: Sequence[str | Property] | None = None,
+    *,
+    threshold: float = 0.3,
+    max_length: int = 512,
+    max_tokens: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 123,
+    n_bootstrap: int = 200,
+    null: bool = True,
+    limit: int | None = None,
+    alpha: float = 0.05,
+    progress: Callable[[RunState], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_seconds: float = 60.0,
+    resume: bool = False,
+    source: str | None = None,
+    shard: Shard | None = None,
+    group: ProcessGroup | None = None,
+    engine: str = "auto",
+) -> AnalysisResult:
+    """Measure how every head's attention aligns with protein properties (the paper's section 3).
+
+    Parameters
+    ----------
+    adapter : ModelAdapter
+        From `plmlens.models.load_model`; the statistics run on its device.
+    proteins : iterable of Protein (or Skipped, which are counted and passed over)
+        E.g. `plmlens.proteins.iter_records(source)`.
+    properties : sequence of str or Property, optional
+        Names or groups (see `plmlens.analysis.get_properties`); default: the paper's properties.
+    threshold : float
+        θ of Eq. 1.
+    max_length : int
+        Token limit per protein (512 as in the paper); longer proteins keep their first residues.
+    max_tokens : int, optional
+        Budget of padded tokens per batch (default: `default_max_tokens` of the model's device). Results do
+        not depend on it.
+    batch_size : int, optional
+        At most this many proteins per batch (default: as many as `max_tokens` allows).
+    seed : int
+        Seeds the null model and the bootstrap.
+    n_bootstrap : int
+        Protein-level bootstrap replicates for the ``boot_ci_*`` columns.
+    null : bool
+        Also compute the row-permuted null model.
+    limit : int, optional
+        Stop after this many proteins of the source (counted before sharding).
+    alpha : float
+        Family-wise significance level (Bonferroni over all heads).
+    progress : callable, optional
+        Called with the `RunState` after every batch.
+    checkpoint : path, optional
+        Where to save the sums and the run's progress every `checkpoint_seconds`, at the end of the loop,
+        and on SIGTERM or SIGINT (after which `RunInterrupted` is raised). Signals are caught only when
+        a checkpoint is given.
+    resume : bool
+        Continue from `checkpoint` if it exists (it must belong to the same run: source, model, settings
+        and shard); the result equals an uninterrupted run's.
+    source : str, optional
+        The source's name, recorded in the checkpoint's fingerprint.
+    shard : Shard, optional
+        Take only the proteins at the positions of this shard (``--shard i/K``; merge the parts with
+        `plmlens.analysis.merge_runs`).
+    group : ProcessGroup, optional
+        The torchrun process group: each rank takes its share of the proteins (within `shard`) and the sums
+        are all-reduced at the end, so every rank returns the whole run's result.
+    engine : {"auto", "numpy", "torch"}
+        The statistics' engine (see `Accumulator`).
+
+    Returns
+    -------
+    AnalysisResult
+
+    Raises
+    ------
+    RunInterrupted
+        After SIGTERM or SIGINT, once the checkpoint is saved.
+    CheckpointError
+        When resuming from a checkpoint that is unreadable or belongs to another run.
+    """
+    group = group or ProcessGroup()
+    own = (shard or Shard()).within(group.shard)
+    max_tokens = int(max_tokens or default_max_tokens(adapter.device))
+    if max_tokens < 1 or (batch_size is not None and batch_size < 1):
+        raise ValueError("max_tokens and batch_size must be positive")
+    settings = dict(threshold=threshold, seed=seed, n_bootstrap=n_bootstrap, null=null)
+    acc = Accumulator(adapter.n_layers, adapter.n_heads, properties or (), device=adapter.device, engine=engine,
+                      **settings)  # fmt: skip
+    fingerprint = run_fingerprint(adapter, acc, source=source, max_length=max_length, limit=limit, shard=own)
+    job_fingerprint = run_fingerprint(
+        adapter, acc, source=source, max_length=max_length, limit=limit, shard=shard or Shard()
+    )
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    state, done = RunState(), Progress()
+    if resume and checkpoint is not None and checkpoint.exists():
+        acc, done = load_checkpoint(checkpoint, fingerprint, properties, device=adapter.device, engine=engine)
+        _restore(state, done)
+        log.info("resuming %s: %d proteins done", checkpoint, acc.n_proteins)
+    known_skips_before = done.records_read
+    numbered = _numbered(adapter, proteins, state, done, limit=limit, max_length=max_length,
+                         known_skips_before=known_skips_before)  # fmt: skip
+    mine = (item for item in numbered if own.takes(item.position) and not done.is_done(item.position))
+    last_save = time.perf_counter()
+
+    def save() -> None:
+        nonlocal last_save
+        _store(state, done)
+        save_checkpoint(checkpoint, acc, fingerprint, done)
+        last_save = time.perf_counter()
+
+    signals = _Signals() if checkpoint is not None else None
+    with signals or _nothing():
+        try:
+            for window in _windows(mine, WINDOW_BATCHES * max_tokens):
+                for batch in pack_batches([item.tokens for item in window], max_tokens, batch_size):
+                    _run_items(adapter, acc, [window[k] for k in batch], max_length, state, done, signals)
+                    if adapter.device.type == "cpu":
+                        _release_freed_memory()
+                    if progress is not None:
+                        progress(state)
+                    if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_seconds:
+                        with signals.critical():
+                            save()
+                with _critical(signals):
+                    done.complete_below = window[-1].position + 1
+                    done.done = {k for k in done.done if k >= done.complete_below}
+            if checkpoint is not None:
+                with signals.critical():
+                    save()
+        except _Stop as stop:
+            signals.disarm()  # a second signal must not interrupt the checkpoint being written
+            save()
+            raise RunInterrupted(stop.signal_number, checkpoint, acc.n_proteins) from None
+    return _result(adapter, acc, state, group, shard or Shard(), job_fingerprint, alpha, max_length, max_tokens,
+                   batch_size)  # fmt: skip
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _critical(signals: _Signals | None):
+    return signals.critical() if signals is not None else _nothing()
+
+
+def _run_items(
+    adapter: ModelAdapter,
+    acc: Accumulator,
+    items: list[_Item],
+    max_length: int,
+    state: RunState,
+    done: Progress,
+    signals: _Signals | None,
+) -> None:
+    """Run one batch and commit it; out of GPU memory, split it in two and retry (a single protein that
+    does not fit is skipped and reported)."""
+    try:
+        batch, truncated = _stage(adapter, acc, items, max_length)
+    except torch.OutOfMemoryError:
+        _free_device_memory(adapter.device)
+        state.oom_retries += 1
+        if len(items) == 1:
+            item = items[0]
+            reason = f"out of GPU memory at {item.tokens} tokens, even alone"
+            log.warning("skipped %s: %s", item.protein.id, reason)
+            with _critical(signals):
+                _skip(state, done, item.record, Skipped(item.protein.source, item.protein.id, reason))
+                done.done.add(item.position)
+            return
+        log.warning("out of GPU memory on a batch of %d proteins; splitting it", len(items))
+        half = len(items) // 2
+        _run_items(adapter, acc, items[:half], max_length, state, done, signals)
+        _run_items(adapter, acc, items[half:], max_length, state, done, signals)
+        return
+    with _critical(signals):
+        acc.commit(batch)
+        done.done.update(item.position for item in items)
+        state.n_proteins += len(items)
+        state.n_residues += sum(batch.lengths)
+        state.n_truncated += truncated
+        state.n_batches += 1
+        state.tokens += sum(item.tokens for item in items)
+        state.padded_tokens += len(items) * max(item.tokens for item in items)
+
+
+def _stage(adapter: ModelAdapter, acc: Accumulator, items: list[_Item], max_length: int):
+    proteins = [item.protein for item in items]
+    batch = None
+    truncated = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation is counted in the summary instead
+        for output in adapter.iter_layers(proteins, max_length=max_length, hidden_states=False, on_device=True):
+            if batch is None:
+                batch = acc.start_batch(proteins, output.lengths.tolist(), [item.position for item in items])
+                truncated = len(output.truncated)
+            batch.add_layer(output.layer, output.attention)
+    return batch, truncated
+
+
+def _free_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+_COUNTERS = ("n_truncated", "n_batches", "tokens", "padded_tokens", "oom_retries")
+
+
+def _store(state: RunState, done: Progress) -> None:
+    done.counters = {name: getattr(state, name) for name in _COUNTERS}
+    done.counters["seconds"] = state.previous_seconds + state.seconds
+    done.counters["n_proteins"] = state.n_proteins
+    done.counters["n_residues"] = state.n_residues
+
+
+def _restore(state: RunState, done: Progress) -> None:
+    for name in (*_COUNTERS, "n_proteins", "n_residues"):
+        setattr(state, name, int(done.counters.get(name, 0)))
+    state.previous_seconds = float(done.counters.get("seconds", 0.0))
+    state.skipped = [Skipped(s["file"], s["chain"], s["reason"]) for s in done.skipped]
+
+
+def run_fingerprint(
+    adapter: ModelAdapter,
+    acc: Accumulator,
+    *,
+    source: str | None,
+    max_length: int,
+    limit: int | None,
+    shard: Shard,
+) -> dict:
+    """What must match for two partial runs to be continued or summed: source, model, settings, shard.
+
+    The batching (``max_tokens``, ``batch_size``), the device and the engine are left out: results do
+    not depend on them.
+    """
+    return {
+        "source": source,
+        "model": {"name": adapter.name, "architecture": adapter.architecture, "layers": adapter.n_layers,
+                  "heads": adapter.n_heads, "parameters": adapter.n_params, "dtype": dtype_name(adapter.dtype)},
+        "settings": {**acc.config(), "max_length": max_length, "limit": limit},
+        "shard": {"index": shard.index, "count": shard.count},
+    }  # fmt: skip
+
+
+def _result(
+    adapter: ModelAdapter,
+    acc: Accumulator,
+    state: RunState,
+    group: ProcessGroup,
+    shard: Shard,
+    fingerprint: dict,
+    alpha: float,
+    max_length: int,
+    max_tokens: int,
+    batch_size: int | None,
+) -> AnalysisResult:
+    """The run's result: on several ranks, the sums and counters of all of them."""
+    skipped = [s.to_dict() for s in state.skipped]
+    seconds = state.previous_seconds + state.seconds
+    if group.distributed:
+        sums = group.all_reduce({**acc.sums, "__counts__": np.array([acc.n_proteins, acc.n_residues])})
+        acc._sums = {k: v for k, v in sums.items() if not k.startswith("__")}
+        acc.n_proteins, acc.n_residues = (int(v) for v in sums["__counts__"])
+        totals = group.all_reduce({name: np.array(getattr(state, name), dtype=float) for name in _COUNTERS})
+        for name, value in totals.items():
+            setattr(state, name, int(value))
+        # Every rank reads the whole source, so they share its skips; out-of-memory skips are a rank's own.
+        merged: dict[str, dict] = {}
+        for part in group.all_gather_json(skipped):
+            merged.update({str((s["file"], s["chain"], s["reason"])): s for s in part})
+        skipped = list(merged.values())
+        seconds = max(group.all_gather_json(seconds))
+    info = {
+        "model": {"name": adapter.name, "architecture": adapter.architecture, "layers": adapter.n_layers,
+                  "heads": adapter.n_heads, "parameters": adapter.n_params},
+        "max_length": max_length, "max_tokens": max_tokens, "batch_size": batch_size,
+        "device": str(adapter.device), "dtype": dtype_name(adapter.dtype), "engine": acc.engine,
+        "world_size": group.world_size, "shard": str(shard) if shard.count > 1 else None,
+        "n_skipped": len(skipped), "skipped": skipped, "n_truncated": state.n_truncated,
+        "n_batches": state.n_batches, "tokens": state.tokens, "padded_tokens": state.padded_tokens,
+        "padding_efficiency": state.tokens / state.padded_tokens
+        if state.padded_tokens else None, "oom_retries": state.oom_retries,
+        "wall_seconds": seconds, "residues_per_second": acc.n_residues / seconds if seconds > 0 else None,
+        "fingerprint": fingerprint,
+    }  # fmt: skip
+    return AnalysisResult(acc, alpha=alpha, info=info)
 
 
 def _release_freed_memory() -> None:
@@ -71,128 +554,3 @@ def _load_libc():
 
 
 _LIBC = _load_libc()
-
-
-def _batches(proteins: Iterable[Protein], size: int) -> Iterator[list[Protein]]:
-    batch: list[Protein] = []
-    for protein in proteins:
-        batch.append(protein)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def analyze(
-    adapter: ModelAdapter,
-    proteins: Iterable[Protein | Skipped],
-    properties: Sequence[str | Property] | None = None,
-    *,
-    threshold: float = 0.3,
-    max_length: int = 512,
-    batch_size: int = 8,
-    seed: int = 123,
-    n_bootstrap: int = 200,
-    null: bool = True,
-    limit: int | None = None,
-    alpha: float = 0.05,
-    progress: Callable[[RunState], None] | None = None,
-    checkpoint: str | Path | None = None,
-    checkpoint_seconds: float = 60.0,
-) -> AnalysisResult:
-    """Measure how every head's attention aligns with protein properties (the paper's section 3).
-
-    Parameters
-    ----------
-    adapter : ModelAdapter
-        From `plmlens.models.load_model`.
-    proteins : iterable of Protein (or Skipped, which are counted and passed over)
-        E.g. `plmlens.proteins.iter_records(source)`.
-    properties : sequence of str or Property, optional
-        Names or groups (see `plmlens.analysis.get_properties`); default: the paper's properties.
-    threshold : float
-        θ of Eq. 1.
-    max_length : int
-        Token limit per protein (512 as in the paper); longer proteins keep their first residues.
-    batch_size : int
-        Proteins per forward pass; results do not depend on it.
-    seed : int
-        Seeds the null model and the bootstrap.
-    n_bootstrap : int
-        Protein-level bootstrap replicates for the ``boot_ci_*`` columns.
-    null : bool
-        Also compute the row-permuted null model.
-    limit : int, optional
-        Stop after this many proteins.
-    alpha : float
-        Family-wise significance level (Bonferroni over all heads).
-    progress : callable, optional
-        Called with the `RunState` after every batch.
-    checkpoint : path, optional
-        Where to save the accumulator every `checkpoint_seconds` and when interrupted, so an
-        interrupted run loses nothing (`Accumulator.load` reads it back).
-
-    Returns
-    -------
-    AnalysisResult
-    """
-    state = RunState()
-    acc = Accumulator(
-        adapter.n_layers, adapter.n_heads, properties or (), threshold=threshold, seed=seed,
-        n_bootstrap=n_bootstrap, null=null,
-    )  # fmt: skip
-
-    def readable() -> Iterator[Protein]:
-        taken = 0
-        for record in proteins:
-            if isinstance(record, Skipped):
-                state.skipped.append(record)
-                continue
-            if limit is not None and taken >= limit:
-                return
-            taken += 1
-            yield record
-
-    last_save = time.perf_counter()
-    try:
-        for batch in _batches(_valid(adapter, readable(), state), batch_size):
-            _run_batch(adapter, acc, batch, max_length, state)
-            _release_freed_memory()
-            if progress is not None:
-                progress(state)
-            if checkpoint is not None and time.perf_counter() - last_save > checkpoint_seconds:
-                acc.save(checkpoint)
-                last_save = time.perf_counter()
-    except KeyboardInterrupt:
-        if checkpoint is not None:
-            acc.save(checkpoint)
-            log.warning("interrupted after %d proteins; sums saved to %s", acc.n_proteins, checkpoint)
-        raise
-    info = {
-        "model": {"name": adapter.name, "architecture": adapter.architecture, "layers": adapter.n_layers,
-                  "heads": adapter.n_heads, "parameters": adapter.n_params},
-        "max_length": max_length, "batch_size": batch_size,
-        "n_skipped": len(state.skipped), "skipped": [s.to_dict() for s in state.skipped],
-        "n_truncated": state.n_truncated, "wall_seconds": state.seconds,
-        "residues_per_second": state.n_residues / state.seconds if state.seconds > 0 else None,
-    }  # fmt: skip
-    return AnalysisResult(acc, alpha=alpha, info=info)
-
-
-def _run_batch(adapter: ModelAdapter, acc: Accumulator, batch: list[Protein], max_length: int, state: RunState) -> None:
-    first_index = acc.n_proteins
-    masks = None
-    weights = None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # truncation is counted in the summary instead
-        layers = adapter.iter_layers(batch, max_length=max_length, hidden_states=False)
-        for output in layers:
-            lengths = [int(n) for n in output.lengths]
-            if masks is None:
-                masks = acc.batch_properties(batch, lengths)
-                weights = acc.bootstrap_weights(lengths, first_index) if acc.n_bootstrap else None
-                state.n_truncated += len(output.truncated)
-            acc.update(output.layer, output.attention, lengths, masks, first_index, weights)
-    state.n_proteins += len(batch)
-    state.n_residues += sum(int(n) for n in output.lengths)

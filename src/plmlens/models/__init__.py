@@ -7,11 +7,13 @@ built-in models.
 """
 
 from plmlens.models.adapter import LayerOutput, ModelAdapter
+from plmlens.models.devices import DTYPES, dtype_name, resolve_device, resolve_dtype
 from plmlens.models.errors import ModelLoadError, SequenceError
 from plmlens.models.registry import REGISTRY, load_model, paper_models, registry_rows
 from plmlens.models.tokenizers import STANDARD_RESIDUES, TruncationWarning
 
 __all__ = [
+    "DTYPES",
     "REGISTRY",
     "STANDARD_RESIDUES",
     "LayerOutput",
@@ -19,7 +21,10 @@ __all__ = [
     "ModelLoadError",
     "SequenceError",
     "TruncationWarning",
+    "dtype_name",
     "load_model",
     "paper_models",
     "registry_rows",
+    "resolve_device",
+    "resolve_dtype",
 ]

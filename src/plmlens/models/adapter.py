@@ -154,6 +154,7 @@ class ModelAdapter:
         owner = lm_model if lm_model is not None else model
         owner.to(device=self.device, dtype=dtype)
         owner.eval()
+        self.dtype = next(owner.parameters()).dtype
         self.model = model
         self.lm_model = lm_model
         config = model.config
@@ -211,6 +212,7 @@ class ModelAdapter:
         *,
         max_length: int = 512,
         hidden_states: bool = True,
+        on_device: bool = False,
     ) -> Iterator[LayerOutput]:
         """Run one forward pass over a batch and yield each layer's residue-aligned outputs in order.
 
@@ -225,6 +227,9 @@ class ModelAdapter:
             Token limit per protein (see :meth:`encode`).
         hidden_states : bool
             Whether to return hidden states as well as attention.
+        on_device : bool
+            Leave the outputs on the model's device (for statistics computed there) instead of copying
+            them to host memory. Either way they are float32.
 
         Returns
         -------
@@ -238,9 +243,9 @@ class ModelAdapter:
             For an empty sequence or characters outside the model's alphabet.
         """
         encoding = self.encode(sequences, ids, max_length=max_length)
-        return self._stream(encoding, hidden_states)
+        return self._stream(encoding, hidden_states, on_device)
 
-    def _stream(self, encoding: Encoding, hidden_states: bool) -> Iterator[LayerOutput]:
+    def _stream(self, encoding: Encoding, hidden_states: bool, on_device: bool = False) -> Iterator[LayerOutput]:
         if not self._busy.acquire(blocking=False):
             raise RuntimeError(f"{self.name}: iter_layers is already running; finish that iteration first")
         # One slot: the worker computes layer k + 1 while the consumer holds layer k, then waits.
@@ -262,7 +267,7 @@ class ModelAdapter:
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"plmlens-{self.name}")
         try:
-            job = self._worker.submit(self._forward_worker, encoding, hidden_states, send)
+            job = self._worker.submit(self._forward_worker, encoding, hidden_states, on_device, send)
             while True:
                 item = channel.get()
                 if item is _DONE:
@@ -275,7 +280,7 @@ class ModelAdapter:
             job.result()
             self._busy.release()
 
-    def _forward_worker(self, encoding: Encoding, hidden_states: bool, send: Any) -> None:
+    def _forward_worker(self, encoding: Encoding, hidden_states: bool, on_device: bool, send: Any) -> None:
         spec = self.hooks
         state: dict[str, Any] = {"layer": 0, "attention": None}
         batch, width = encoding.input_ids.shape
@@ -290,7 +295,7 @@ class ModelAdapter:
                 )
             if aligned.shape[1] != self.n_heads:
                 raise RuntimeError(f"{self.name}: {aligned.shape[1]} heads, config says {self.n_heads}")
-            state["attention"] = _residue_square(aligned, encoding)
+            state["attention"] = _residue_square(aligned, encoding, on_device)
             # Hand the probabilities over and leave the model an empty tensor, so it keeps no layer.
             replaced = list(output)
             replaced[spec.attention_index] = probs.new_zeros((0,) * probs.dim())
@@ -306,7 +311,7 @@ class ModelAdapter:
                 h = output[0] if isinstance(output, tuple | list) else output
                 if spec.hidden_layout == "lbd":
                     h = h.transpose(0, 1)
-                hidden = _residue_rows(h, encoding)
+                hidden = _residue_rows(h, encoding, on_device)
             send(
                 LayerOutput(
                     layer=state["layer"],
@@ -447,20 +452,22 @@ class ModelAdapter:
         return result
 
 
-def _residue_square(probs: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-    """Cut (B, H, T, T) attention to each protein's residue block, zero-padded to (B, H, Lmax, Lmax)."""
+def _residue_square(probs: torch.Tensor, encoding: Encoding, on_device: bool = False) -> torch.Tensor:
+    """Cut (B, H, T, T) attention to each protein's residue block, zero-padded to (B, H, Lmax, Lmax), float32."""
     lengths = encoding.lengths.tolist()
     width = max(lengths)
-    out = torch.zeros((probs.shape[0], probs.shape[1], width, width), dtype=torch.float32)
+    device = probs.device if on_device else torch.device("cpu")
+    out = torch.zeros((probs.shape[0], probs.shape[1], width, width), dtype=torch.float32, device=device)
     for b, (start, n) in enumerate(zip(encoding.starts.tolist(), lengths, strict=True)):
-        out[b, :, :n, :n] = probs[b, :, start : start + n, start : start + n].float().cpu()
+        out[b, :, :n, :n] = probs[b, :, start : start + n, start : start + n].to(device, torch.float32)
     return out
 
 
-def _residue_rows(hidden: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-    """Cut (B, T, d) hidden states to each protein's residues, zero-padded to (B, Lmax, d)."""
+def _residue_rows(hidden: torch.Tensor, encoding: Encoding, on_device: bool = False) -> torch.Tensor:
+    """Cut (B, T, d) hidden states to each protein's residues, zero-padded to (B, Lmax, d), float32."""
     lengths = encoding.lengths.tolist()
-    out = torch.zeros((hidden.shape[0], max(lengths), hidden.shape[-1]), dtype=torch.float32)
+    device = hidden.device if on_device else torch.device("cpu")
+    out = torch.zeros((hidden.shape[0], max(lengths), hidden.shape[-1]), dtype=torch.float32, device=device)
     for b, (start, n) in enumerate(zip(encoding.starts.tolist(), lengths, strict=True)):
-        out[b, :n] = hidden[b, start : start + n].float().cpu()
+        out[b, :n] = hidden[b, start : start + n].to(device, torch.float32)
     return out

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from plmlens.models.adapter import ModelAdapter
+from plmlens.models.devices import resolve_device, resolve_dtype
+from plmlens.models.errors import ModelLoadError
 from plmlens.models.hf import load_hf
 from plmlens.models.tape import is_tape_directory, load_tape_bert
 from plmlens.models.wheels import load_antiberty, load_iglm, load_sapiens
@@ -181,8 +183,8 @@ def paper_models() -> list[str]:
 
 def load_model(
     name_or_path: str | Path,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = "auto",
     *,
     trust_remote_code: bool = False,
     **options: Any,
@@ -197,9 +199,12 @@ def load_model(
         a local directory: one written by ``save_pretrained`` (model and tokenizer), or TAPE's
         ``config.json`` + ``pytorch_model.bin``.
     device : str or torch.device
-        Where to run (default CPU).
-    dtype : torch.dtype, optional
-        Parameter dtype (default as stored).
+        ``auto`` (default): CUDA when available (under torchrun, this process's ``cuda:LOCAL_RANK``), else
+        CPU; or a device name (``cpu``, ``cuda``, ``cuda:1``).
+    dtype : str or torch.dtype or None
+        ``auto`` (default): bfloat16 on a GPU that supports it, else float32; ``float32``, ``bfloat16``,
+        ``float16``, a torch dtype, or None for the dtype the weights are stored in. Whatever it is,
+        attention reaches the statistics as float32.
     trust_remote_code : bool
         Let transformers run code from the model repository; off unless asked for.
     **options
@@ -215,6 +220,11 @@ def load_model(
     ModelLoadError
         With a one-line message: hub unreachable, wheel missing, checkpoint corrupt or mismatched.
     """
+    try:
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
+    except ValueError as error:
+        raise ModelLoadError(f"{name_or_path}: {error}") from None
     key = str(name_or_path)
     spec = REGISTRY.get(key.lower()) or _BY_SOURCE.get(key)
     if spec is not None:

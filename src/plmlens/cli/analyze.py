@@ -1,0 +1,206 @@
+"""``plmlens analyze`` (one process, torchrun ranks, or one shard of many) and ``plmlens merge``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from plmlens.cli.common import DEVICE_HELP, DTYPE_HELP, SOURCE_HELP, app, console, fail, load_model_or_exit, out
+from plmlens.proteins import SourceError, iter_records
+
+
+def checkpoint_path(out_dir: Path, rank: int, world_size: int) -> Path:
+    """A run's checkpoint file; one per rank under torchrun."""
+    return out_dir / ("checkpoint.npz" if world_size == 1 else f"checkpoint.rank{rank}-of-{world_size}.npz")
+
+
+def _complete_run(out_dir: Path, shard) -> dict | None:
+    """The fingerprint of the finished run (or shard) in `out_dir`, if there is one."""
+    path = out_dir / ("shard.json" if shard is not None else "summary.json")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    info = record.get("info", record)
+    return info.get("fingerprint") if isinstance(info, dict) else None
+
+
+def _exit_if_complete(out_dir: Path, adapter, properties, data: str, part, **settings) -> None:
+    """With --resume and no checkpoint: a finished run of the same fingerprint needs nothing more."""
+    from plmlens.analysis import Accumulator
+    from plmlens.analysis.checkpoint import fingerprint_differences
+    from plmlens.analysis.run import run_fingerprint
+    from plmlens.distributed import Shard
+
+    finished = _complete_run(out_dir, part)
+    if finished is None:
+        return
+    max_length, limit = settings.pop("max_length"), settings.pop("limit")
+    acc = Accumulator(adapter.n_layers, adapter.n_heads, properties, **settings)
+    current = run_fingerprint(adapter, acc, source=data, max_length=max_length, limit=limit, shard=part or Shard())
+    differences = fingerprint_differences(finished, current)
+    if differences:
+        raise fail(f"{out_dir} holds a finished run with other settings ({'; '.join(differences)}); use --overwrite")
+    out.print(f"{out_dir}: this run is already complete; nothing to resume", highlight=False)
+    raise typer.Exit(0)
+
+
+@app.command()
+def analyze(
+    model: Annotated[str, typer.Option(help="Registry name (see `plmlens models`), Hugging Face id or directory.")],
+    data: Annotated[str, typer.Option(help=SOURCE_HELP)],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for heads.csv, layers.csv, ...")],
+    properties: Annotated[
+        str, typer.Option(help="Comma-separated property names or groups (default, contact_ranges, ...).")
+    ] = "default",
+    threshold: Annotated[float, typer.Option(help="θ: attention above it is a high-confidence arc.")] = 0.3,
+    max_length: Annotated[int, typer.Option(help="Token limit per protein; longer ones are truncated.")] = 512,
+    limit: Annotated[int | None, typer.Option(help="Stop after N proteins of the source.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the null model and the bootstrap.")] = 123,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(help="Padded tokens per batch (default: 4096 on CPU, 512 per GiB of GPU memory)."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="At most N proteins per batch (default: as many as --max-tokens allows).")
+    ] = None,
+    n_bootstrap: Annotated[int, typer.Option(help="Protein-level bootstrap replicates (0: none).")] = 200,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
+    shard: Annotated[
+        str | None, typer.Option(help="INDEX/COUNT: take one shard of the proteins; sum the shards with `merge`.")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted run whose checkpoint is in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start afresh even if --out holds a checkpoint.")] = False,
+    checkpoint_seconds: Annotated[float, typer.Option(help="Seconds between checkpoints.")] = 60.0,
+) -> None:
+    """Measure how every attention head aligns with contacts, binding sites, PTMs, secondary structure
+    and amino acids, with significance tests, a null model and layer profiles.
+
+    Under `torchrun --nproc-per-node=K -m plmlens analyze ...` each rank takes every K-th protein and
+    rank 0 writes the result. SIGTERM or Ctrl-C saves a checkpoint; run the same command with --resume.
+    """
+    from plmlens.analysis import CheckpointError, RunInterrupted, get_properties, save_shard
+    from plmlens.analysis import analyze as run_analysis
+    from plmlens.distributed import Shard, destroy_process_group, init_process_group
+    from plmlens.models import resolve_device
+
+    try:
+        chosen = get_properties([p.strip() for p in properties.split(",") if p.strip()])
+        records = iter_records(data)
+        part = Shard.parse(shard) if shard is not None else None
+        torch_device = resolve_device(device)
+    except (KeyError, SourceError, ValueError) as error:
+        raise fail(str(error).strip("'\"")) from None
+    if resume and overwrite:
+        raise fail("--resume and --overwrite exclude each other")
+    group = init_process_group(torch_device)
+    checkpoint = checkpoint_path(out_dir, group.rank, group.world_size)
+    if checkpoint.exists() and not (resume or overwrite):
+        raise fail(
+            f"{checkpoint} holds an interrupted run: add --resume to continue it, or --overwrite to start afresh"
+        )
+    adapter = load_model_or_exit(model, str(torch_device), dtype)
+    if resume and not checkpoint.exists():
+        _exit_if_complete(out_dir, adapter, chosen, data, part, threshold=threshold, seed=seed,
+                          n_bootstrap=n_bootstrap, max_length=max_length, limit=limit)  # fmt: skip
+    if group.is_main:
+        where = f" × {group.world_size} ranks" if group.distributed else ""
+        console.print(f"analyze: {adapter!r} on {adapter.device}{where}, [bold]{escape(data)}[/]", highlight=False)
+    try:
+        with Progress(
+            TextColumn("[bold]analyze[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("proteins"),
+            TextColumn("{task.fields[rate]:,.0f} residues/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, disable=not group.is_main,
+        ) as progress:  # fmt: skip
+            share = None if limit is None else -(-limit // ((part.count if part else 1) * group.world_size))
+            task = progress.add_task("analyze", total=share, rate=0.0)
+
+            def update(state) -> None:
+                rate = state.n_residues / state.seconds if state.seconds else 0.0
+                progress.update(task, completed=state.n_proteins, rate=rate)
+
+            result = run_analysis(
+                adapter, records, chosen, threshold=threshold, max_length=max_length, max_tokens=max_tokens,
+                batch_size=batch_size, seed=seed, n_bootstrap=n_bootstrap, limit=limit, progress=update,
+                checkpoint=checkpoint, checkpoint_seconds=checkpoint_seconds, resume=resume, source=data,
+                shard=part, group=group,
+            )  # fmt: skip
+    except RunInterrupted as stopped:
+        console.print(
+            f"interrupted ({escape(str(stopped))}); continue with the same command and --resume", highlight=False
+        )
+        raise typer.Exit(stopped.exit_code) from None
+    except CheckpointError as error:
+        raise fail(str(error)) from None
+    result.info["data"] = data
+    if result.accumulator.n_proteins == 0:
+        raise fail(f"{data}: no proteins could be analysed ({len(result.info['skipped'])} skipped)")
+    if group.is_main:
+        if part is not None:
+            save_shard(result, out_dir)
+        else:
+            result.save(out_dir)
+    group.barrier()  # the outputs exist before any rank drops its checkpoint
+    checkpoint.unlink(missing_ok=True)
+    destroy_process_group()
+    if not group.is_main:
+        return
+    info = result.info
+    efficiency = info["padding_efficiency"]
+    out.print(
+        f"{result.accumulator.n_proteins:,} proteins, {result.accumulator.n_residues:,} residues, "
+        f"{info['n_skipped']} skipped, {info['residues_per_second'] or 0:,.0f} residues/s, "
+        f"padding efficiency {100 * (efficiency or 0):.0f}%",
+        highlight=False,
+    )
+    if part is not None:
+        out.print(f"wrote shard {part} to {out_dir}; sum the shards with `plmlens merge DIR... --out DIR`")
+        return
+    print_top_heads(json.loads((out_dir / "summary.json").read_text()))
+    out.print(f"wrote {out_dir}/heads.csv, layers.csv, amino_acids.csv, summary.json", highlight=False)
+
+
+def print_top_heads(summary: dict) -> None:
+    """The top head per property and the BLOSUM62 correlation, as the end of `analyze` and `merge` shows them."""
+    table = Table(title="top head per property", show_edge=False)
+    for column in ("property", "head", "proportion", "background", "null", "significant"):
+        table.add_column(column)
+    for name, top in summary["top_heads"].items():
+        if name.startswith("aa_"):
+            continue
+        table.add_row(
+            name, top["head"], f"{100 * top['proportion']:.1f}%", f"{100 * top['background']:.2f}%",
+            f"{100 * (top['null_proportion'] or 0):.1f}%", "yes" if top["significant"] else "no",
+        )  # fmt: skip
+    out.print(table)
+    blosum = summary["blosum62_correlation"]
+
+    def fmt(r: float | None) -> str:
+        return "n/a" if r is None else f"{r:+.3f}"
+
+    out.print(f"attention similarity vs BLOSUM62: r = {fmt(blosum['model'])} (null model: {fmt(blosum['null'])})")
+
+
+@app.command()
+def merge(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Output directories of `analyze --shard i/K`, all K.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the merged heads.csv, layers.csv, ...")],
+) -> None:
+    """Sum the shards of one run (`plmlens analyze --shard i/K`) into the result of a single run."""
+    from plmlens.analysis import MergeError, merge_runs
+
+    try:
+        result = merge_runs(run_dirs)
+    except MergeError as error:
+        raise fail(str(error)) from None
+    paths = result.save(out_dir)
+    out.print(f"merged {len(run_dirs)} shards: {result.accumulator.n_proteins:,} proteins", highlight=False)
+    print_top_heads(json.loads(paths["summary"].read_text()))
+    out.print(f"wrote {out_dir}/heads.csv, layers.csv, amino_acids.csv, summary.json", highlight=False)

@@ -1,0 +1,90 @@
+"""``plmlens probe``: linear probes per layer, on one process or across torchrun ranks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from plmlens.cli.common import DEVICE_HELP, DTYPE_HELP, SOURCE_HELP, app, console, fail, load_model_or_exit, out
+from plmlens.proteins import SourceError, iter_records
+
+
+@app.command()
+def probe(
+    model: Annotated[str, typer.Option(help="Registry name, Hugging Face id or directory.")],
+    data: Annotated[str, typer.Option(help=SOURCE_HELP)],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for probes.csv, contact_regression.csv, ...")],
+    tasks: Annotated[
+        str, typer.Option(help="Comma-separated: secondary_structure, binding_site, contact, contact_regression.")
+    ] = "secondary_structure,binding_site,contact,contact_regression",
+    train_fraction: Annotated[
+        float, typer.Option(help="Share of proteins used for training (split by protein).")
+    ] = 0.8,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the subsampling.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Use at most N proteins.")] = None,
+    max_length: Annotated[int, typer.Option(help="Token limit per protein.")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Proteins per forward pass.")] = 8,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
+) -> None:
+    """Linear probes per layer on embeddings and attention, and contact regression over all heads.
+
+    Under torchrun every rank extracts features from its share of the proteins and rank 0 fits the probes.
+    """
+    from plmlens.distributed import destroy_process_group, init_process_group
+    from plmlens.models import resolve_device
+    from plmlens.probing import TASKS
+    from plmlens.probing import probe as run_probe
+
+    chosen = [t.strip() for t in tasks.split(",") if t.strip()]
+    unknown = sorted(set(chosen) - set(TASKS))
+    if unknown:
+        raise fail(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+    try:
+        records = iter_records(data)
+    except SourceError as error:
+        raise fail(str(error)) from None
+    try:
+        torch_device = resolve_device(device)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    group = init_process_group(torch_device)
+    adapter = load_model_or_exit(model, str(torch_device), dtype)
+    if group.is_main:
+        console.print(f"probe: {adapter!r} on {adapter.device}, [bold]{escape(data)}[/]", highlight=False)
+    with Progress(
+        TextColumn("[bold]probe {task.fields[phase]}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
+        TimeElapsedColumn(), console=console, disable=not group.is_main,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("probe", total=None, phase="load")
+
+        def update(phase: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, phase=phase)
+
+        try:
+            result = run_probe(
+                adapter, records, chosen, train_fraction=train_fraction, seed=seed, limit=limit,
+                max_length=max_length, batch_size=batch_size, progress=update, group=group,
+            )  # fmt: skip
+        except ValueError as error:
+            raise fail(f"{data}: {error}") from None
+    destroy_process_group()
+    if not group.is_main:
+        return
+    result.info["data"] = data
+    result.save(out_dir)
+    probes = result.probes
+    for (task_name, representation, metric), rows in probes.groupby(["task", "representation", "metric"], sort=False):
+        values = " ".join(f"{v:.2f}" for v in rows.sort_values("layer").value)
+        chance = rows.chance.iloc[0]
+        out.print(f"{task_name:<20} {representation:<10} {metric:<18} by layer: {values}  (chance {chance:.2f})",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+    for _, row in result.contact_regression.iterrows():
+        line = f"contact regression {row['range']:<7} P@{row['k']:<4} {row.precision:.3f}  (chance {row.chance:.3f})"
+        out.print(line,
+                  highlight=False, soft_wrap=True)  # fmt: skip
+    out.print(f"wrote {out_dir}/probes.csv, contact_regression.csv, summary.json", highlight=False)

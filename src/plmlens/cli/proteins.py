@@ -1,0 +1,102 @@
+"""``plmlens proteins``: what a source holds, and the source syntax."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from plmlens.cli.common import SOURCE_HELP, app, console, fail, out
+from plmlens.ioutils import write_text_atomic
+from plmlens.proteins import Description, SourceError, describe, iter_records
+from plmlens.proteins.record import Protein
+from plmlens.proteins.skips import Skipped
+
+proteins_app = typer.Typer(help="Protein sources: structures, the ProMod3 database, datasets, FASTA.")
+app.add_typer(proteins_app, name="proteins")
+
+
+def describe_with_progress(source: str, limit: int | None) -> Description:
+    text = source if limit is None else f"{source}{',' if '::' in source else '::'}limit={limit}"
+    records = iter_records(text)
+    with Progress(
+        TextColumn("[bold]describe[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("proteins"),
+        TextColumn("{task.fields[residues]:,} residues"), TextColumn("{task.fields[skipped]} skipped"),
+        TimeElapsedColumn(), console=console, transient=False,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("describe", total=limit, residues=0, skipped=0)
+        state = {"residues": 0, "skipped": 0}
+
+        def counted(items):
+            for record in items:
+                if isinstance(record, Skipped):
+                    state["skipped"] += 1
+                    console.print(f"[yellow]skipped[/] {escape(str(record))}", highlight=False, soft_wrap=True)
+                    progress.update(task, skipped=state["skipped"])
+                yield record
+
+        def advance(protein: Protein) -> None:
+            state["residues"] += len(protein)
+            progress.update(task, advance=1, residues=state["residues"])
+
+        return describe(counted(records), progress=advance)
+
+
+def _format_share(value: float | None) -> str:
+    return "n/a (no labels)" if value is None else f"{100 * value:.2f}%"
+
+
+def print_description(source: str, result: Description) -> None:
+    """Human-readable summary of a `Description`."""
+    out.print(f"[bold]{source}[/]: {result.n_proteins:,} proteins, {result.n_residues:,} residues, "
+              f"{len(result.skipped)} skipped", highlight=False)  # fmt: skip
+    lengths = result.length_distribution()
+    if lengths:
+        out.print(
+            "lengths: " + ", ".join(f"{k} {v:,.0f}" if k != "mean" else f"{k} {v:,.1f}" for k, v in lengths.items())
+        )
+    table = Table(title="background frequencies", show_edge=False)
+    table.add_column("annotation")
+    table.add_column("share", justify="right")
+    table.add_column("hits / defined", justify="right")
+    for name, counter in result.counters.items():
+        table.add_row(name, _format_share(counter.share), f"{counter.hits:,} / {counter.total:,}")
+    out.print(table)
+    if result.skipped:
+        reasons: dict[str, int] = {}
+        for skipped in result.skipped:
+            reasons[skipped.reason] = reasons.get(skipped.reason, 0) + 1
+        out.print("skipped, by reason:")
+        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:20]:
+            out.print(f"  {count:5d}  {reason}", highlight=False)
+
+
+@proteins_app.command("describe")
+def proteins_describe(
+    source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
+    limit: Annotated[int | None, typer.Option(help="Stop after N proteins.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
+) -> None:
+    """How many proteins and residues a SOURCE holds, their lengths, and annotation backgrounds."""
+    try:
+        result = describe_with_progress(source, limit)
+    except SourceError as error:
+        raise fail(str(error)) from None
+    print_description(source, result)
+    if json_path is not None:
+        payload = {"source": source, **result.to_dict()}
+        write_text_atomic(json_path, json.dumps(payload, indent=2) + "\n")
+        console.print(f"wrote {json_path}")
+
+
+@proteins_app.command("sources")
+def proteins_sources() -> None:
+    """Explain the SOURCE syntax and its options."""
+    from plmlens.proteins import sources
+
+    out.print(sources.__doc__, highlight=False, markup=False)

@@ -1,0 +1,55 @@
+"""Inputs for the scale tests: a tiny random BERT on disk and a directory of synthetic structures
+(random-walk chains of varied lengths, one chain too short to be read, so runs have a skipped record)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from conftest import PdbBuilder
+from models_fixtures import PROTBERT_VOCAB
+
+THREE = {"A": "ALA", "C": "CYS", "D": "ASP", "E": "GLU", "F": "PHE", "G": "GLY", "H": "HIS", "I": "ILE", "K": "LYS",
+         "L": "LEU", "M": "MET", "N": "ASN", "P": "PRO", "Q": "GLN", "R": "ARG", "S": "SER", "T": "THR", "V": "VAL",
+         "W": "TRP", "Y": "TYR"}  # fmt: skip
+
+
+def tiny_bert(directory: Path, layers: int = 3, heads: int = 4, seed: int = 0) -> Path:
+    """A random BERT with ProtBert's vocabulary, saved with `save_pretrained` (sharp attention, so that some
+    weights pass θ)."""
+    torch.manual_seed(seed)
+    tokenizer = transformers.BertTokenizer(vocab={t: i for i, t in enumerate(PROTBERT_VOCAB)}, do_lower_case=False)
+    config = transformers.BertConfig(
+        vocab_size=30, hidden_size=32, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=40,
+        max_position_embeddings=256, hidden_act="gelu", initializer_range=2.0,
+    )  # fmt: skip
+    transformers.BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def random_walk(length: int, rng: np.random.Generator) -> np.ndarray:
+    steps = rng.normal(size=(length, 3))
+    return np.cumsum(3.8 * steps / np.linalg.norm(steps, axis=1, keepdims=True), axis=0)
+
+
+def synthetic_structures(directory: Path, n: int, seed: int = 0, min_length: int = 30, max_length: int = 90) -> Path:
+    """`n` PDB files of one chain each (lengths drawn between `min_length` and `max_length`), plus
+    ``short.pdb`` whose chain of 12 residues is skipped by the reader. Read with ``DIR::dssp=false``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    letters = list(THREE)
+    for k in range(n):
+        length = int(rng.integers(min_length, max_length + 1))
+        builder = PdbBuilder()
+        for i, xyz in enumerate(random_walk(length, rng)):
+            builder.residue(THREE[letters[rng.integers(20)]], "A", i + 1, xyz)
+        (directory / f"s{k:03d}.pdb").write_text(builder.text())
+    builder = PdbBuilder()
+    for i, xyz in enumerate(random_walk(12, rng)):
+        builder.residue("ALA", "A", i + 1, xyz)
+    (directory / "short.pdb").write_text(builder.text())
+    return directory
