@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -130,6 +136,40 @@ def test_probe_result_files(tmp_path):
     assert header == "task,representation,layer,metric,value,n_train,n_test,chance"
     assert paths["contact_regression"].read_text().startswith("range,k,precision")
     assert json.loads(paths["summary"].read_text())["n_test_proteins"] == 6
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_probe_script(launcher: list[str], model: Path, out: Path) -> None:
+    script = Path(__file__).with_name("dist_probe_script.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*launcher, str(script), str(model), str(out)], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1], timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_probe_on_two_torchrun_ranks_equals_one_process(tmp_path):
+    # Real gloo collectives: the ranks shard both passes, rank 0 fits on the merged features, and
+    # per-protein seeding plus merging in protein order make the numbers those of a single process.
+    model = tmp_path / "tiny-bert"
+    _run_probe_script([sys.executable], model, tmp_path / "one")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}"]
+    _run_probe_script(torchrun, model, tmp_path / "two")
+    for name in ("probes.csv", "contact_regression.csv"):
+        one = pd.read_csv(tmp_path / "one" / name)
+        assert len(one) > 0, name
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two" / name), one, check_exact=True)
+        # Rank 1 returns the same result as rank 0.
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two" / "rank1" / name), one, check_exact=True)
+    assert set(pd.read_csv(tmp_path / "one" / "probes.csv").task) == {"secondary_structure", "binding_site", "contact"}
+    summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("one", "two")]
+    assert [s["world_size"] for s in summaries] == [1, 2]
+    assert summaries[0]["regression_train_proteins"] == summaries[1]["regression_train_proteins"] == 4
+    assert summaries[0]["regression_nonzero_features"] == summaries[1]["regression_nonzero_features"]
 
 
 @pytest.mark.integration

@@ -98,8 +98,10 @@ def load_checkpoint(
             run = json.loads(str(data["__run__"]))
     except CheckpointError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
+    except (ValueError, EOFError, zipfile.BadZipFile, KeyError):
+        raise CheckpointError(f"{path}: unreadable checkpoint (not a complete .npz archive)") from None
+    except OSError as error:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({error.strerror or error})") from None
     if not isinstance(run, dict) or run.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a plmlens analyze checkpoint (format {run.get('format')!r})")
     differences = fingerprint_differences(run.get("fingerprint", {}), fingerprint)

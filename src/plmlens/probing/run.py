@@ -12,6 +12,11 @@ Two passes over the model, each streaming layer by layer:
 
 Splits are by protein (seeded); a protein is never in both. Evaluation is on every defined residue or
 pair (sequence separation ≥ 6) of the test proteins.
+
+Under torchrun, each rank runs the model on its shard of both lists; rank 0 fits on the gathered training
+features and the ranks score the test proteins with its broadcast weights. Subsampling is seeded per
+protein (by its place in the training list) and per-protein results are merged in list order, so the
+numbers do not depend on the number of ranks.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from plmlens.distributed import ProcessGroup
 from plmlens.ioutils import write_text_atomic
 from plmlens.models import ModelAdapter
 from plmlens.probing.metrics import (
@@ -42,41 +49,113 @@ from plmlens.proteins.skips import Skipped
 
 TASKS = ("secondary_structure", "binding_site", "contact", "contact_regression")
 SS_NAMES = tuple(SS_CLASSES)
+#: Key of the contact regression's training rows among the per-layer examples.
+_REGRESSION = ("contact_regression", "attention", -1)
 
 
 @dataclass
 class _Examples:
-    """Training examples of one (task, representation, layer), subsampled as they stream in."""
+    """Training examples of one (task, representation, layer): one chunk per protein, keyed by the protein's
+    position in the training list, so that chunks made on any rank can be put back in one fixed order."""
 
-    features: list[np.ndarray] = field(default_factory=list)
-    labels: list[np.ndarray] = field(default_factory=list)
+    chunks: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
-    def add(self, features: np.ndarray, labels: np.ndarray) -> None:
+    def add(self, position: int, features: np.ndarray, labels: np.ndarray) -> None:
         if len(labels):
-            self.features.append(features.astype(np.float32))
-            self.labels.append(np.asarray(labels))
+            self.chunks[position] = (features.astype(np.float32), np.asarray(labels))
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.concatenate(self.features), np.concatenate(self.labels)
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Named arrays for `ProcessGroup.gather_arrays`: ``x<position>`` features, ``y<position>`` labels."""
+        arrays = {}
+        for position, (features, labels) in self.chunks.items():
+            arrays[f"x{position}"], arrays[f"y{position}"] = features, labels
+        return arrays
+
+
+def _merge_examples(parts: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """All ranks' chunks of one key, concatenated in training-list order (as one process makes them)."""
+    chunks: dict[int, dict[str, np.ndarray]] = {}
+    for part in parts:
+        for name, array in part.items():
+            chunks.setdefault(int(name[1:]), {})[name[0]] = array
+    if not chunks:
+        return None
+    order = sorted(chunks)
+    return np.concatenate([chunks[p]["x"] for p in order]), np.concatenate([chunks[p]["y"] for p in order])
+
+
+#: Integer codes of the secondary-structure labels (only numbers travel between ranks).
+_SS_LABELS = (*SS_NAMES, "other")
+
+
+def _ss_codes(classes: np.ndarray) -> np.ndarray:
+    codes = np.full(len(classes), -1, dtype=np.int8)
+    for code, name in enumerate(_SS_LABELS):
+        codes[classes == name] = code
+    return codes
 
 
 class _Linear:
-    """Standardised logistic regression whose decision function can also be applied to raw arrays."""
+    """A linear scorer on raw features, ``features @ weights + bias``: what is broadcast to the ranks."""
 
-    def __init__(self, features: np.ndarray, labels: np.ndarray, seed: int, l1_c: float | None = None) -> None:
-        self.scaler = StandardScaler().fit(features)
+    def __init__(self, weights: np.ndarray, bias: float) -> None:
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.bias = float(bias)
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: np.ndarray, seed: int, l1_c: float | None = None) -> _Linear:
+        """A standardised logistic regression (class-balanced; L1 with liblinear when `l1_c` is given)."""
+        scaler = StandardScaler().fit(features)
         if l1_c is None:
             model = LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed)
         else:
             model = LogisticRegression(l1_ratio=1.0, C=l1_c, solver="liblinear", max_iter=2000, random_state=seed)
-        self.model = model.fit(self.scaler.transform(features), labels)
+        model.fit(scaler.transform(features), labels)
         # Fold the scaling into the weights: score = x · w + b on raw features.
-        scale = np.where(self.scaler.scale_ > 0, self.scaler.scale_, 1.0)
-        self.weights = self.model.coef_[0] / scale
-        self.bias = float(self.model.intercept_[0] - (self.scaler.mean_ / scale) @ self.model.coef_[0])
+        scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+        return cls(model.coef_[0] / scale, model.intercept_[0] - (scaler.mean_ / scale) @ model.coef_[0])
 
     def score(self, features: np.ndarray) -> np.ndarray:
         return features @ self.weights + self.bias
+
+
+def _models_to_arrays(fitted: dict[tuple[str, str, int], Any]) -> dict[str, np.ndarray]:
+    """``w/<task>/<representation>/<layer>[/<class>]`` weights and ``b/...`` biases of every fitted model."""
+    arrays = {}
+    for (task, representation, layer), fit in fitted.items():
+        named = fit.items() if isinstance(fit, dict) else [(None, fit)]
+        for name, model in named:
+            suffix = f"{task}/{representation}/{layer}" + (f"/{name}" if name is not None else "")
+            arrays[f"w/{suffix}"], arrays[f"b/{suffix}"] = model.weights, np.array([model.bias])
+    return arrays
+
+
+def _models_from_arrays(arrays: dict[str, np.ndarray]) -> dict[tuple[str, str, int], Any]:
+    fitted: dict[tuple[str, str, int], Any] = {}
+    for name, weights in arrays.items():
+        if not name.startswith("w/"):
+            continue
+        task, representation, layer, *ss_class = name[2:].split("/")
+        model = _Linear(weights, arrays["b/" + name[2:]][0])
+        key = (task, representation, int(layer))
+        if ss_class:
+            fitted.setdefault(key, {})[ss_class[0]] = model
+        else:
+            fitted[key] = model
+    return fitted
+
+
+def _merge_scores(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-protein rows ``(test position, value, chance)`` of every rank, by name, in test-list order."""
+    merged: dict[str, list[np.ndarray]] = {}
+    for part in parts:
+        for name, rows in part.items():
+            merged.setdefault(name, []).append(rows)
+    out = {}
+    for name, blocks in merged.items():
+        rows = np.concatenate(blocks)
+        out[name] = rows[np.argsort(rows[:, 0], kind="stable")]
+    return out
 
 
 def _pair_embedding_scores(model: _Linear, hidden: np.ndarray) -> np.ndarray:
@@ -150,6 +229,7 @@ def probe(
     regression_proteins: int = 20,
     limit: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    group: ProcessGroup | None = None,
 ) -> ProbeResult:
     """Train and evaluate linear probes on every layer of a model.
 
@@ -172,31 +252,35 @@ def probe(
     regression_proteins : int
         Training proteins of the contact regression (ESM fitted it on 20).
     progress : callable, optional
-        ``progress(phase, done, total)`` after every batch.
+        ``progress(phase, done, total)`` after every batch, with this rank's own batch counts.
+    group : ProcessGroup, optional
+        The ranks sharing the work (default: this process alone). Every rank must pass the same proteins
+        and arguments. Each rank runs the model on its shard of the training and of the test proteins;
+        rank 0 gathers the training features, fits the probes and broadcasts them, and gathers the test
+        scores. The subsampling is seeded per protein and everything is merged in protein order, so the
+        result does not depend on the number of ranks.
 
     Returns
     -------
     ProbeResult
+        The same on every rank.
     """
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown probing task(s) {unknown}; known: {', '.join(TASKS)}")
+    group = group or ProcessGroup()
     started = time.perf_counter()
     records = [p for p in proteins if isinstance(p, Protein)]
     records = records[:limit] if limit is not None else records
     if len(records) < 2:
         raise ValueError(f"probing needs at least 2 proteins, got {len(records)}")
     train, test = split_proteins(records, train_fraction, seed)
-    rng = np.random.default_rng(seed)
     n_layers = adapter.n_layers
     n_train_residues = sum(min(len(p), max_length) for p in train)
     residue_rate = min(1.0, max_train_residues / max(n_train_residues, 1))
     pair_budget = max_train_pairs / max(len(train), 1)
 
     examples: dict[tuple[str, str, int], _Examples] = {}
-    regression_rows: list[np.ndarray] = []
-    regression_labels: list[np.ndarray] = []
-    regression_set = {id(p) for p in train[:regression_proteins]}
 
     def ex(task: str, representation: str, layer: int) -> _Examples:
         return examples.setdefault((task, representation, layer), _Examples())
@@ -206,110 +290,138 @@ def probe(
         contacts = contact_map(cut)
         return {"protein": cut, "contacts": contacts}
 
-    # ---- pass 1: training features --------------------------------------------------------------
-    for done, batch in enumerate(_batches(train, batch_size)):
+    # ---- pass 1: training features of this rank's shard ------------------------------------------------
+    local_train = [(position, p) for position, p in enumerate(train) if group.shard.takes(position)]
+    for done, batch in enumerate(_batches(local_train, batch_size)):
         cache: list[dict] = []
         regression_parts: list[list[np.ndarray]] = [[] for _ in batch]
-        for output in adapter.iter_layers(batch, max_length=max_length, hidden_states=True):
+        for output in adapter.iter_layers([p for _, p in batch], max_length=max_length, hidden_states=True):
             lengths = [int(n) for n in output.lengths]
             if not cache:
-                cache = [labels_of(p, n) for p, n in zip(batch, lengths, strict=True)]
-                for item in cache:
+                cache = [labels_of(p, n) for (_, p), n in zip(batch, lengths, strict=True)]
+                for (position, _), item in zip(batch, cache, strict=True):
+                    # Seeded by the protein's place in the training list, not by the order proteins are
+                    # processed in, so any sharding draws the same residues and pairs.
+                    rng = np.random.default_rng([seed, 3, position])
                     item["residues"] = rng.random(len(item["protein"])) < residue_rate
                     item["pairs"] = _sample_pairs(item["contacts"], pair_budget, rng)
-            for b, item in enumerate(cache):
+            layer = output.layer
+            for b, ((position, _), item) in enumerate(zip(batch, cache, strict=True)):
                 n = lengths[b]
                 hidden = output.hidden[b, :n].numpy()
                 attention = output.attention[b, :, :n, :n].numpy()
                 protein, keep = item["protein"], item["residues"]
                 if "secondary_structure" in tasks and protein.dssp is not None:
                     known = keep & (protein.ss_classes != "unknown")
-                    ex("secondary_structure", "embedding", output.layer).add(hidden[known], protein.ss_classes[known])
+                    codes = _ss_codes(protein.ss_classes[known])
+                    ex("secondary_structure", "embedding", layer).add(position, hidden[known], codes)
                 if "binding_site" in tasks and protein.binding_site is not None:
-                    ex("binding_site", "embedding", output.layer).add(hidden[keep], protein.binding_site[keep])
+                    ex("binding_site", "embedding", layer).add(position, hidden[keep], protein.binding_site[keep])
                 if "contact" in tasks:
                     i, j, y = item["pairs"]
-                    ex("contact", "embedding", output.layer).add(_pair_embedding_features(hidden, i, j), y)
-                    ex("contact", "attention", output.layer).add(_attention_features(attention, i, j), y)
-                if "contact_regression" in tasks and id(batch[b]) in regression_set:
+                    ex("contact", "embedding", layer).add(position, _pair_embedding_features(hidden, i, j), y)
+                    ex("contact", "attention", layer).add(position, _attention_features(attention, i, j), y)
+                if "contact_regression" in tasks and position < regression_proteins:
                     regression_parts[b].append(_regression_features(attention))
-        for b, item in enumerate(cache):
+        for b, ((position, _), item) in enumerate(zip(batch, cache, strict=True)):
             if regression_parts[b]:
                 features = np.concatenate(regression_parts[b])  # (layers × H, L, L)
                 defined = ~np.ma.getmaskarray(item["contacts"])
                 i, j = contact_candidates(len(item["protein"]), defined)
-                regression_rows.append(features[:, i, j].T.astype(np.float32))
-                regression_labels.append(item["contacts"].filled(False)[i, j])
+                ex(*_REGRESSION).add(position, features[:, i, j].T, item["contacts"].filled(False)[i, j])
         if progress is not None:
-            progress("train", done + 1, -(-len(train) // batch_size))
+            progress("train", done + 1, -(-len(local_train) // batch_size))
 
-    fitted: dict[tuple[str, str, int], object] = {}
+    # ---- fit on rank 0, one key at a time (only one key's features are ever gathered at once) ----------
+    local_keys = [list(key) for key, collected in examples.items() if collected.chunks]
+    keys = sorted({tuple(key) for keys_of_rank in group.all_gather_json(local_keys) for key in keys_of_rank})
+    fitted: dict[tuple[str, str, int], Any] = {}
     n_train: dict[tuple[str, str, int], int] = {}
-    for key, collected in examples.items():
-        if not collected.labels:
+    regression = None
+    regression_train_proteins = 0
+    for key in keys:
+        collected = examples.pop(key, _Examples())
+        parts = group.gather_arrays(collected.to_arrays())
+        del collected
+        if parts is None:
             continue
-        features, labels = collected.arrays()
-        if key[0] == "secondary_structure":
+        if key == _REGRESSION:
+            regression_train_proteins = sum(len(part) // 2 for part in parts)
+        merged = _merge_examples(parts)
+        del parts
+        if merged is None:
+            continue
+        features, labels = merged
+        if key == _REGRESSION:
+            if 0 < labels.sum() < len(labels):
+                # Bounded memory and fit time on long proteins; its own seed, drawn only here.
+                cap = np.random.default_rng([seed, 4]).permutation(len(labels))[:200_000]
+                regression = _Linear.fit(features[cap], labels[cap], seed, l1_c=0.15)
+        elif key[0] == "secondary_structure":
             fitted[key] = {
-                name: _Linear(features, labels == name, seed)
-                for name in SS_NAMES
-                if 0 < (labels == name).sum() < len(labels)
+                name: _Linear.fit(features, labels == code, seed)
+                for code, name in enumerate(SS_NAMES)
+                if 0 < (labels == code).sum() < len(labels)
             }
         elif 0 < labels.sum() < len(labels):
-            fitted[key] = _Linear(features, labels.astype(bool), seed)
+            fitted[key] = _Linear.fit(features, labels.astype(bool), seed)
         n_train[key] = len(labels)
-    regression = None
-    if regression_rows:
-        features, labels = np.concatenate(regression_rows), np.concatenate(regression_labels)
-        if 0 < labels.sum() < len(labels):
-            cap = rng.permutation(len(labels))[:200_000]  # bounded memory and fit time on long proteins
-            regression = _Linear(features[cap], labels[cap], seed, l1_c=0.15)
+        del features, labels, merged
 
-    # ---- pass 2: evaluation ------------------------------------------------------------------------
-    ss_counts = {(layer, name): np.zeros(3) for layer in range(n_layers) for name in SS_NAMES}
-    ss_prior = {name: [0, 0] for name in SS_NAMES}
-    scores: dict[tuple[str, str, int], list[float]] = {}
-    chance: dict[tuple[str, str, int], list[float]] = {}
-    regression_scores: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    n_test = {"secondary_structure": 0, "binding_site": 0, "contact": 0}
-    for done, batch in enumerate(_batches(test, batch_size)):
+    # Every rank scores with rank 0's models (weights travel exactly, as float64).
+    models = _models_to_arrays({**fitted, _REGRESSION: regression} if regression is not None else fitted)
+    received = _models_from_arrays(group.broadcast_arrays(models if group.is_main else None))
+    regression = received.pop(_REGRESSION, None)
+    scorers = received
+
+    # ---- pass 2: evaluation of this rank's shard of the test proteins ---------------------------------
+    ss_counts = np.zeros((n_layers, len(SS_NAMES), 3))
+    ss_prior = np.zeros((len(SS_NAMES), 2))
+    n_test = np.zeros(3)  # proteins with DSSP, with binding sites, with contacts
+    scores: dict[str, list[tuple[float, float, float]]] = {}  # name -> (test position, value, chance)
+    local_test = [(position, p) for position, p in enumerate(test) if group.shard.takes(position)]
+    for done, batch in enumerate(_batches(local_test, batch_size)):
         cache = []
         regression_parts = [[] for _ in batch]
-        for output in adapter.iter_layers(batch, max_length=max_length, hidden_states=True):
+        for output in adapter.iter_layers([p for _, p in batch], max_length=max_length, hidden_states=True):
             lengths = [int(n) for n in output.lengths]
             if not cache:
-                cache = [labels_of(p, n) for p, n in zip(batch, lengths, strict=True)]
+                cache = [labels_of(p, n) for (_, p), n in zip(batch, lengths, strict=True)]
                 for item in cache:
                     protein = item["protein"]
-                    n_test["secondary_structure"] += protein.dssp is not None
-                    n_test["binding_site"] += protein.binding_site is not None
-                    n_test["contact"] += bool(item["contacts"].count())
+                    labelled = (
+                        protein.dssp is not None,
+                        protein.binding_site is not None,
+                        item["contacts"].count() > 0,
+                    )
+                    n_test += labelled
                     if protein.dssp is not None:
-                        for name in SS_NAMES:
-                            known = protein.ss_classes != "unknown"
-                            ss_prior[name][0] += int((protein.ss_classes[known] == name).sum())
-                            ss_prior[name][1] += int(known.sum())
+                        known = protein.ss_classes != "unknown"
+                        for c, name in enumerate(SS_NAMES):
+                            ss_prior[c] += (int((protein.ss_classes[known] == name).sum()), int(known.sum()))
             layer = output.layer
-            for b, item in enumerate(cache):
+            for b, ((position, _), item) in enumerate(zip(batch, cache, strict=True)):
                 n = lengths[b]
                 hidden = output.hidden[b, :n].numpy().astype(np.float64)
                 attention = output.attention[b, :, :n, :n].numpy().astype(np.float64)
                 protein, contacts = item["protein"], item["contacts"]
-                models = fitted.get(("secondary_structure", "embedding", layer))
-                if models and protein.dssp is not None:
+                models_of_layer = scorers.get(("secondary_structure", "embedding", layer))
+                if models_of_layer and protein.dssp is not None:
                     known = protein.ss_classes != "unknown"
-                    for name, model in models.items():
-                        predicted = model.score(hidden[known]) > 0
-                        ss_counts[(layer, name)] += f1_counts(predicted, protein.ss_classes[known] == name)
-                model = fitted.get(("binding_site", "embedding", layer))
+                    for c, name in enumerate(SS_NAMES):
+                        if name in models_of_layer:
+                            predicted = models_of_layer[name].score(hidden[known]) > 0
+                            ss_counts[layer, c] += f1_counts(predicted, protein.ss_classes[known] == name)
+                model = scorers.get(("binding_site", "embedding", layer))
                 if model is not None and protein.binding_site is not None and protein.binding_site.any():
                     k = max(1, n // 20)
-                    key = ("binding_site", "embedding", layer)
-                    scores.setdefault(key, []).append(precision_at_k(model.score(hidden), protein.binding_site, k))
-                    chance.setdefault(key, []).append(float(protein.binding_site.mean()))
+                    value = precision_at_k(model.score(hidden), protein.binding_site, k)
+                    scores.setdefault(f"binding_site/embedding/{layer}", []).append(
+                        (position, value, float(protein.binding_site.mean()))
+                    )
                 if contacts.count():
                     for representation in ("embedding", "attention"):
-                        model = fitted.get(("contact", representation, layer))
+                        model = scorers.get(("contact", representation, layer))
                         if model is None:
                             continue
                         if representation == "embedding":
@@ -317,65 +429,87 @@ def probe(
                         else:
                             pair_scores = _attention_pair_scores(model, attention)
                         precision, base = contact_precisions(pair_scores, contacts, divisors=(5,))[("all", 5)]
-                        key = ("contact", representation, layer)
-                        scores.setdefault(key, []).append(precision)
-                        chance.setdefault(key, []).append(base)
+                        scores.setdefault(f"contact/{representation}/{layer}", []).append((position, precision, base))
                 if regression is not None:
                     regression_parts[b].append(_regression_features(attention))
         if regression is not None:
-            for b, item in enumerate(cache):
+            for b, ((position, _), item) in enumerate(zip(batch, cache, strict=True)):
                 if not item["contacts"].count():
                     continue
                 features = np.concatenate(regression_parts[b])
                 pair_scores = np.einsum("f,fij->ij", regression.weights, features) + regression.bias
-                for key, value in contact_precisions(pair_scores, item["contacts"]).items():
-                    regression_scores.setdefault(key, []).append(value)
+                for (range_name, x), (precision, base) in contact_precisions(pair_scores, item["contacts"]).items():
+                    scores.setdefault(f"regression/{range_name}/{x}", []).append((position, precision, base))
         if progress is not None:
-            progress("test", done + 1, -(-len(test) // batch_size))
+            progress("test", done + 1, -(-len(local_test) // batch_size))
 
-    rows = []
+    counts = group.all_reduce({"ss_counts": ss_counts, "ss_prior": ss_prior, "n_test": n_test})
+    parts = group.gather_arrays({name: np.array(rows, dtype=np.float64) for name, rows in scores.items()})
+    table = None
+    if parts is not None:
+        # Means over proteins in test-list order, the order a single process adds them up in.
+        merged = {name: rows[:, 1:] for name, rows in _merge_scores(parts).items()}
+        table = _tables(fitted, n_train, merged, counts, n_layers)
+        table["info"] = {
+            "model": {"name": adapter.name, "layers": adapter.n_layers, "heads": adapter.n_heads},
+            "tasks": list(tasks), "seed": seed, "train_fraction": train_fraction,
+            "n_train_proteins": len(train), "n_test_proteins": len(test),
+            "regression_train_proteins": regression_train_proteins,
+            "regression_nonzero_features": int((regression.weights != 0).sum()) if regression is not None else 0,
+            "world_size": group.world_size,
+            "wall_seconds": time.perf_counter() - started,
+        }  # fmt: skip
+    # Rank 0's tables as JSON (floats round-trip exactly), so that every rank returns the same result.
+    table = group.all_gather_json(table)[0]
+    probes_frame = pd.DataFrame(
+        table["probes"], columns=["task", "representation", "layer", "metric", "value", "n_train", "n_test", "chance"]
+    )
+    regression_frame = pd.DataFrame(table["regression"], columns=["range", "k", "precision", "chance", "n_test"])
+    return ProbeResult(probes_frame, regression_frame, table["info"])
+
+
+def _tables(
+    fitted: dict[tuple[str, str, int], Any],
+    n_train: dict[tuple[str, str, int], int],
+    scores: dict[str, np.ndarray],
+    counts: dict[str, np.ndarray],
+    n_layers: int,
+) -> dict[str, Any]:
+    """Rows of the probe and contact-regression tables (plain Python values, for JSON) from the merged
+    per-protein ``(value, chance)`` rows and the summed secondary-structure counts."""
+    ss_counts, ss_prior = counts["ss_counts"], counts["ss_prior"]
+    n_test_ss = int(counts["n_test"][0])
+    rows: list[tuple] = []
     for layer in range(n_layers):
         key = ("secondary_structure", "embedding", layer)
         if key in fitted:
             f1s = {}
-            for name in SS_NAMES:
+            for c, name in enumerate(SS_NAMES):
                 if name in fitted[key]:
-                    f1s[name] = f1_from_counts(ss_counts[(layer, name)])
-                    prior = ss_prior[name][0] / max(ss_prior[name][1], 1)
+                    f1s[name] = f1_from_counts(ss_counts[layer, c])
+                    prior = float(ss_prior[c, 0] / max(ss_prior[c, 1], 1))
                     rows.append(("secondary_structure", "embedding", layer + 1, f"f1_{name}", f1s[name],
-                                 n_train[key], n_test["secondary_structure"], prior))  # fmt: skip
+                                 n_train[key], n_test_ss, prior))  # fmt: skip
             macro = float(np.nanmean(list(f1s.values())))
             rows.append(("secondary_structure", "embedding", layer + 1, "f1_macro", macro,
-                         n_train[key], n_test["secondary_structure"], np.nan))  # fmt: skip
+                         n_train[key], n_test_ss, float("nan")))  # fmt: skip
         for task, representation, metric in (
             ("binding_site", "embedding", "precision_at_L/20"),
             ("contact", "embedding", "precision_at_L/5"),
             ("contact", "attention", "precision_at_L/5"),
         ):
-            key = (task, representation, layer)
-            if key in scores:
-                rows.append((task, representation, layer + 1, metric, float(np.nanmean(scores[key])), n_train[key],
-                             len(scores[key]), float(np.nanmean(chance[key]))))  # fmt: skip
-    probes_frame = pd.DataFrame(
-        rows, columns=["task", "representation", "layer", "metric", "value", "n_train", "n_test", "chance"]
-    )
-    regression_frame = pd.DataFrame(
-        [
-            (name, f"L/{x}" if x > 1 else "L", float(np.nanmean([v[0] for v in values])),
-             float(np.nanmean([v[1] for v in values])), len(values))
-            for (name, x), values in regression_scores.items()
-        ],
-        columns=["range", "k", "precision", "chance", "n_test"],
-    )  # fmt: skip
-    info = {
-        "model": {"name": adapter.name, "layers": adapter.n_layers, "heads": adapter.n_heads},
-        "tasks": list(tasks), "seed": seed, "train_fraction": train_fraction,
-        "n_train_proteins": len(train), "n_test_proteins": len(test),
-        "regression_train_proteins": len(regression_rows),
-        "regression_nonzero_features": int((regression.weights != 0).sum()) if regression is not None else 0,
-        "wall_seconds": time.perf_counter() - started,
-    }  # fmt: skip
-    return ProbeResult(probes_frame, regression_frame, info)
+            values = scores.get(f"{task}/{representation}/{layer}")
+            if values is not None:
+                rows.append((task, representation, layer + 1, metric, float(np.nanmean(values[:, 0])),
+                             n_train[(task, representation, layer)], len(values),
+                             float(np.nanmean(values[:, 1]))))  # fmt: skip
+    regression_rows = []
+    for name, values in scores.items():
+        kind, range_name, x = name.split("/")
+        if kind == "regression":
+            regression_rows.append((range_name, f"L/{x}" if int(x) > 1 else "L", float(np.nanmean(values[:, 0])),
+                                    float(np.nanmean(values[:, 1])), len(values)))  # fmt: skip
+    return {"probes": rows, "regression": regression_rows}
 
 
 def _attention_pair_scores(model: _Linear, attention: np.ndarray) -> np.ndarray:
@@ -398,6 +532,6 @@ def _sample_pairs(contacts: np.ma.MaskedArray, budget: float, rng: np.random.Gen
     return i[chosen], j[chosen], labels[chosen]
 
 
-def _batches(items: Sequence[Protein], size: int):
+def _batches(items: Sequence[tuple[int, Protein]], size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
