@@ -322,9 +322,10 @@ def statistics_only(adapter, proteins: list[Protein], max_length: int) -> tuple[
         def accumulate(a=attns, p=protein) -> None:
             acc = Accumulator(adapter.n_layers, adapter.n_heads, DEFAULT_PROPERTIES, null=False, n_bootstrap=0)
             n = a.shape[-1]
-            masks = acc.batch_properties([p], [n])
+            batch = acc.start_batch([p], [n], positions=[0])
             for layer in range(a.shape[0]):
-                acc.update(layer, torch.from_numpy(a[layer][None]), [n], masks, first_index=0)
+                batch.add_layer(layer, torch.from_numpy(a[layer][None]))
+            acc.commit(batch)
 
         accumulator_seconds += timed(accumulate)[0]
     return loop_seconds / len(proteins), accumulator_seconds / len(proteins)

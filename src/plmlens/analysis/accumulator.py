@@ -65,28 +65,33 @@ def _sparse(mask: np.ndarray) -> tuple[np.ndarray, bool]:
     return np.flatnonzero(mask == 0 if complement else mask), complement
 
 
+@dataclass
+class PreparedBatch:
+    """The host-side work of a batch, done before its forward pass (`Accumulator.prepare`, safe to run in
+    another thread): property masks, background counts, the null model's draws, bootstrap weights, and
+    whatever the engine builds from them on the host."""
+
+    lengths: list[int]
+    positions: list[int]
+    background_hits: np.ndarray
+    background_total: np.ndarray
+    host: object  # the engine's host state
+
+
 class AccumulatorBatch:
-    """One batch in progress: its masks, null-model permutations and bootstrap weights, and the
+    """One batch in progress: what `Accumulator.prepare` built, on the statistics' device, and the
     per-protein sums staged layer by layer until `Accumulator.commit`.
 
-    Made by `Accumulator.start_batch`; not constructed directly.
+    Made by `Accumulator.start_batch` or `Accumulator.begin`; not constructed directly.
     """
 
-    def __init__(self, acc: Accumulator, lengths: list[int], positions: list[int], masks: _HostMasks) -> None:
+    def __init__(self, acc: Accumulator, prepared: PreparedBatch) -> None:
         self.accumulator = acc
-        self.lengths = lengths
-        self.positions = positions
-        self.background_hits = np.zeros(len(acc.property_names))
-        self.background_total = np.zeros(len(acc.property_names))
-        if acc._pair:
-            self.background_hits[acc._pair] = masks.pair_values.sum(axis=(0, 2, 3))
-            self.background_total[acc._pair] = masks.pair_defined.sum(axis=(0, 2, 3))
-        if acc._token:
-            self.background_hits[acc._token] = masks.token_values.sum(axis=(0, 2))
-            self.background_total[acc._token] = masks.token_defined.sum(axis=(0, 2))
-        orders = [acc._row_order(n, k) for n, k in zip(lengths, positions, strict=True)] if acc.null else None
-        weights = acc.bootstrap_weights(positions) if acc.n_bootstrap else None
-        self._engine_state = acc._engine.begin(masks, lengths, orders, weights)
+        self.lengths = prepared.lengths
+        self.positions = prepared.positions
+        self.background_hits = prepared.background_hits
+        self.background_total = prepared.background_total
+        self._engine_state = acc._engine.begin(prepared.host)
         self.layers_done: set[int] = set()
 
     def add_layer(self, layer: int, attention: torch.Tensor) -> None:
@@ -130,7 +135,7 @@ class _NumpyEngine:
     def __init__(self, acc: Accumulator) -> None:
         self.acc = acc
 
-    def begin(self, masks: _HostMasks, lengths: list[int], orders, weights) -> _NumpyState:
+    def host(self, masks: _HostMasks, lengths: list[int], draws, weights) -> _NumpyState:
         acc = self.acc
         prepared = []
         for b, n in enumerate(lengths):
@@ -139,9 +144,13 @@ class _NumpyEngine:
             ]
             token = np.concatenate([masks.token_values[b, :, :n], masks.token_defined[b, :, :n]]).astype(np.float64)
             prepared.append((token, pair))
+        orders = [np.argsort(draw, axis=-1) for draw in draws] if draws is not None else None
         copies = 2 if orders is not None else 1
         staged = np.zeros((acc.n_layers, len(lengths), copies, 4, len(acc.property_names), acc.n_heads))
         return _NumpyState(lengths, prepared, orders, weights, staged)
+
+    def begin(self, host: _NumpyState) -> _NumpyState:
+        return host
 
     def layer(self, state: _NumpyState, layer: int, attention: torch.Tensor) -> None:
         state.staged[layer] = self.sums(attention, state)
@@ -224,26 +233,43 @@ class _TorchEngine:
     def _zeros(self, shape) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.float64, device=self.device)
 
-    def begin(self, masks: _HostMasks, lengths: list[int], orders, weights) -> _TorchState:
+    def host(self, masks: _HostMasks, lengths: list[int], draws, weights) -> dict:
+        """Padded host arrays for one upload: masks, and the null model's draws with the padding sorting
+        after every draw and in place, so that their row-wise argsort is each row's permutation within the
+        protein and the identity beyond it."""
         acc = self.acc
+        batch, width = len(lengths), max(lengths)
+        host: dict = {"lengths": lengths, "weights": weights}
+        if acc._token:
+            host["token"] = np.concatenate([masks.token_values, masks.token_defined], axis=1)
+        if acc._pair:
+            host["pair"] = np.concatenate([masks.pair_values, masks.pair_defined], axis=1)
+        if draws is not None:
+            padded = np.broadcast_to(2.0 + np.arange(width), (batch, width, width)).copy()
+            for b, (n, draw) in enumerate(zip(lengths, draws, strict=True)):
+                padded[b, :n, :n] = draw
+            host["draws"] = padded
+        return host
+
+    def begin(self, host: dict) -> _TorchState:
+        acc = self.acc
+        lengths, weights = host["lengths"], host["weights"]
         batch, width = len(lengths), max(lengths)
         device = self.device
 
         def upload(array: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(array)).to(device).to(torch.float64)
+            return torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
 
         token_masks = pair_masks = null_index = None
-        if acc._token:
-            token_masks = upload(np.concatenate([masks.token_values, masks.token_defined], axis=1))
-        if acc._pair:
-            both = upload(np.concatenate([masks.pair_values, masks.pair_defined], axis=1))
+        if "token" in host:
+            token_masks = upload(host["token"]).to(torch.float64)
+        if "pair" in host:
+            both = upload(host["pair"]).to(torch.float64)
             pair_masks = both.reshape(batch, 2 * len(acc._pair), width * width).transpose(1, 2)
-        if orders is not None:
-            index = np.broadcast_to(np.arange(width), (batch, width, width)).copy()
-            for b, (n, order) in enumerate(zip(lengths, orders, strict=True)):
-                index[b, :n, :n] = order
-            null_index = torch.from_numpy(index).to(device)
-        copies = 2 if orders is not None else 1
+        if "draws" in host:
+            # The same permutations as numpy's argsort of the same draws (uniform draws do not tie).
+            null_index = torch.argsort(upload(host["draws"]), dim=-1)
+        copies = 2 if null_index is not None else 1
         staged = self._zeros((acc.n_layers, batch, copies, 4, len(acc.property_names), acc.n_heads))
         boot = torch.from_numpy(weights).to(device) if weights is not None else None
         return _TorchState(lengths, token_masks, pair_masks, null_index, boot, staged)
@@ -401,8 +427,7 @@ class Accumulator:
     def start_batch(
         self, proteins: Sequence[Protein], lengths: Sequence[int], positions: Sequence[int]
     ) -> AccumulatorBatch:
-        """Begin a batch: its property masks (built once, for all layers), null-model permutations and
-        bootstrap weights. Nothing is added until `commit`.
+        """Begin a batch (`prepare` then `begin`). Nothing is added until `commit`.
 
         Parameters
         ----------
@@ -417,11 +442,35 @@ class Accumulator:
         -------
         AccumulatorBatch
         """
+        return self.begin(self.prepare(proteins, lengths, positions))
+
+    def prepare(self, proteins: Sequence[Protein], lengths: Sequence[int], positions: Sequence[int]) -> PreparedBatch:
+        """The host-side work of a batch: property masks (built once, for all layers), background counts,
+        null-model draws and bootstrap weights. It changes nothing in the accumulator, so a run can prepare
+        the next batch in another thread while the model computes this one.
+
+        Parameters are as for `start_batch`.
+        """
         lengths = [int(n) for n in lengths]
         positions = [int(k) for k in positions]
         if not (len(proteins) == len(lengths) == len(positions)) or not proteins:
             raise ValueError(f"{len(proteins)} proteins, {len(lengths)} lengths and {len(positions)} positions")
-        return AccumulatorBatch(self, lengths, positions, self._host_masks(proteins, lengths))
+        masks = self._host_masks(proteins, lengths)
+        hits, total = np.zeros(len(self.property_names)), np.zeros(len(self.property_names))
+        if self._pair:
+            hits[self._pair] = masks.pair_values.sum(axis=(0, 2, 3))
+            total[self._pair] = masks.pair_defined.sum(axis=(0, 2, 3))
+        if self._token:
+            hits[self._token] = masks.token_values.sum(axis=(0, 2))
+            total[self._token] = masks.token_defined.sum(axis=(0, 2))
+        draws = [self._row_draws(n, k) for n, k in zip(lengths, positions, strict=True)] if self.null else None
+        weights = self.bootstrap_weights(positions) if self.n_bootstrap else None
+        host = self._engine.host(masks, lengths, draws, weights)
+        return PreparedBatch(lengths, positions, hits, total, host)
+
+    def begin(self, prepared: PreparedBatch) -> AccumulatorBatch:
+        """Move a prepared batch to the statistics' device and start staging its layers."""
+        return AccumulatorBatch(self, prepared)
 
     def _host_masks(self, proteins: Sequence[Protein], lengths: list[int]) -> _HostMasks:
         width, batch = max(lengths), len(proteins)
@@ -451,16 +500,19 @@ class Accumulator:
         self.n_residues += sum(batch.lengths)
         batch.layers_done = set()  # committed once only
 
+    def _row_draws(self, n: int, position: int) -> np.ndarray:
+        """The seeded uniform draws whose row-wise ``argsort`` is the null model's permutation of each row."""
+        return np.random.default_rng([self.seed, 1, position]).random((n, n))
+
     def _row_order(self, n: int, position: int) -> np.ndarray:
         """The null model's (n, n) row permutations of one protein: ``argsort`` of seeded uniform draws.
 
         One permutation per row, drawn once per protein (from its position, so batching does not matter) and
         applied to that row in every layer and head. Each head's row is thereby a uniformly random
         permutation of itself — the paper's null model — and drawing costs one sort per protein, not one per
-        layer and head.
+        layer and head. The torch engine sorts the same draws on its device.
         """
-        rng = np.random.default_rng([self.seed, 1, position])
-        return np.argsort(rng.random((n, n)), axis=-1)
+        return np.argsort(self._row_draws(n, position), axis=-1)
 
     def permute_rows(self, attention: torch.Tensor, lengths: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
         """The null model: each attention row randomly permuted over the protein's residues (see `_row_order`)."""

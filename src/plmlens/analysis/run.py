@@ -18,6 +18,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from plmlens.analysis.accumulator import Accumulator
+from plmlens.analysis.accumulator import Accumulator, PreparedBatch
 from plmlens.analysis.checkpoint import Progress, load_checkpoint, save_checkpoint
 from plmlens.analysis.properties import Property
 from plmlens.analysis.result import AnalysisResult
@@ -153,7 +154,8 @@ class _Item:
     record: int
     position: int
     protein: Protein
-    tokens: int
+    tokens: int  # special tokens included, after truncation
+    length: int  # residues, after truncation
 
 
 def _numbered(
@@ -187,7 +189,7 @@ def _numbered(
                 _skip(state, progress, index, Skipped(record.source, record.id, str(error)))
                 log.warning("skipped %s: %s", record.id, error)
             continue
-        yield _Item(index, position, record, int(encoding.input_ids.shape[1]))
+        yield _Item(index, position, record, int(encoding.input_ids.shape[1]), int(encoding.lengths[0]))
         position += 1
 
 
@@ -353,11 +355,14 @@ def analyze(
         last_save = time.perf_counter()
 
     signals = _Signals() if checkpoint is not None else None
-    with signals or _nothing():
+    # One thread prepares the next batch's masks and draws on the host while the model runs this one.
+    preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plmlens-prepare")
+    with signals or _nothing(), preparer:
         try:
             for window in _windows(mine, WINDOW_BATCHES * max_tokens):
-                for batch in pack_batches([item.tokens for item in window], max_tokens, batch_size):
-                    _run_items(adapter, acc, [window[k] for k in batch], max_length, state, done, signals)
+                packed = pack_batches([item.tokens for item in window], max_tokens, batch_size)
+                for items, prepared in _prepared(acc, preparer, [[window[k] for k in b] for b in packed]):
+                    _run_items(adapter, acc, items, prepared, max_length, state, done, signals)
                     if adapter.device.type == "cpu":
                         _release_freed_memory()
                     if progress is not None:
@@ -388,10 +393,26 @@ def _critical(signals: _Signals | None):
     return signals.critical() if signals is not None else _nothing()
 
 
+def _prepare(acc: Accumulator, items: list[_Item]) -> PreparedBatch:
+    return acc.prepare([i.protein for i in items], [i.length for i in items], [i.position for i in items])
+
+
+def _prepared(
+    acc: Accumulator, preparer: ThreadPoolExecutor, batches: list[list[_Item]]
+) -> Iterator[tuple[list[_Item], PreparedBatch]]:
+    """The batches with their host-side preparation, each prepared while the one before it runs."""
+    upcoming = preparer.submit(_prepare, acc, batches[0]) if batches else None
+    for k, items in enumerate(batches):
+        current = upcoming
+        upcoming = preparer.submit(_prepare, acc, batches[k + 1]) if k + 1 < len(batches) else None
+        yield items, current.result()
+
+
 def _run_items(
     adapter: ModelAdapter,
     acc: Accumulator,
     items: list[_Item],
+    prepared: PreparedBatch | None,
     max_length: int,
     state: RunState,
     done: Progress,
@@ -400,7 +421,7 @@ def _run_items(
     """Run one batch and commit it; out of GPU memory, split it in two and retry (a single protein that
     does not fit is skipped and reported)."""
     try:
-        batch, truncated = _stage(adapter, acc, items, max_length)
+        batch, truncated = _stage(adapter, acc, items, prepared or _prepare(acc, items), max_length)
     except torch.OutOfMemoryError:
         _free_device_memory(adapter.device)
         state.oom_retries += 1
@@ -414,8 +435,8 @@ def _run_items(
             return
         log.warning("out of GPU memory on a batch of %d proteins; splitting it", len(items))
         half = len(items) // 2
-        _run_items(adapter, acc, items[:half], max_length, state, done, signals)
-        _run_items(adapter, acc, items[half:], max_length, state, done, signals)
+        _run_items(adapter, acc, items[:half], None, max_length, state, done, signals)
+        _run_items(adapter, acc, items[half:], None, max_length, state, done, signals)
         return
     with _critical(signals):
         acc.commit(batch)
@@ -428,7 +449,7 @@ def _run_items(
         state.padded_tokens += len(items) * max(item.tokens for item in items)
 
 
-def _stage(adapter: ModelAdapter, acc: Accumulator, items: list[_Item], max_length: int):
+def _stage(adapter: ModelAdapter, acc: Accumulator, items: list[_Item], prepared: PreparedBatch, max_length: int):
     proteins = [item.protein for item in items]
     batch = None
     truncated = 0
@@ -436,7 +457,10 @@ def _stage(adapter: ModelAdapter, acc: Accumulator, items: list[_Item], max_leng
         warnings.simplefilter("ignore")  # truncation is counted in the summary instead
         for output in adapter.iter_layers(proteins, max_length=max_length, hidden_states=False, on_device=True):
             if batch is None:
-                batch = acc.start_batch(proteins, output.lengths.tolist(), [item.position for item in items])
+                if output.lengths.tolist() != prepared.lengths:
+                    raise RuntimeError(f"{adapter.name}: residue counts {output.lengths.tolist()} of a batch differ "
+                                       f"from its encoding's {prepared.lengths}")  # fmt: skip
+                batch = acc.begin(prepared)
                 truncated = len(output.truncated)
             batch.add_layer(output.layer, output.attention)
     return batch, truncated
