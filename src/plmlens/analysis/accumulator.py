@@ -215,6 +215,7 @@ class _TorchState:
     lengths: list[int]
     token_masks: torch.Tensor | None  # (B, 2·P_token, N) float64: values then defined
     pair_masks: torch.Tensor | None  # (B, N·N, 2·P_pair) float64: values then defined
+    pair_masks32: torch.Tensor | None  # the same in float32, for counts
     null_index: torch.Tensor | None  # (B, N, N) int64: row permutations, identity in the padding
     weights: torch.Tensor | None  # (R, B) float64
     staged: torch.Tensor  # (L, B, C, 4, P, H) float64
@@ -260,19 +261,19 @@ class _TorchEngine:
         def upload(array: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
 
-        token_masks = pair_masks = null_index = None
+        token_masks = pair_masks = pair_masks32 = null_index = None
         if "token" in host:
             token_masks = upload(host["token"]).to(torch.float64)
         if "pair" in host:
-            both = upload(host["pair"]).to(torch.float64)
-            pair_masks = both.reshape(batch, 2 * len(acc._pair), width * width).transpose(1, 2)
+            both = upload(host["pair"]).reshape(batch, 2 * len(acc._pair), width * width).transpose(1, 2)
+            pair_masks, pair_masks32 = both.to(torch.float64), both.to(torch.float32)
         if "draws" in host:
             # The same permutations as numpy's argsort of the same draws (uniform draws do not tie).
             null_index = torch.argsort(upload(host["draws"]), dim=-1)
         copies = 2 if null_index is not None else 1
         staged = self._zeros((acc.n_layers, batch, copies, 4, len(acc.property_names), acc.n_heads))
         boot = torch.from_numpy(weights).to(device) if weights is not None else None
-        return _TorchState(lengths, token_masks, pair_masks, null_index, boot, staged)
+        return _TorchState(lengths, token_masks, pair_masks, pair_masks32, null_index, boot, staged)
 
     def layer(self, state: _TorchState, layer: int, attention: torch.Tensor) -> None:
         acc = self.acc
@@ -298,9 +299,12 @@ class _TorchEngine:
             if state.pair_masks is not None:
                 n_pair = len(acc._pair)
                 flat = values.reshape(batch, heads, width * width)
+                # Weights in float64: float32 sums over up to 2**18 pairs would depend on the padded width.
                 weight = torch.bmm(flat.to(torch.float64), state.pair_masks)  # (B, H, 2·P_pair)
                 del flat
-                count = torch.bmm(high.reshape(batch, heads, width * width).to(torch.float64), state.pair_masks)
+                # Counts of 0/1 products below 2**24 are exact in float32 (and in TF32, should it be enabled).
+                count = torch.bmm(high.reshape(batch, heads, width * width).to(torch.float32), state.pair_masks32)
+                count = count.to(torch.float64)
                 out[:, 0, acc._pair] = weight[..., :n_pair].transpose(1, 2)
                 out[:, 1, acc._pair] = weight[..., n_pair:].transpose(1, 2)
                 out[:, 2, acc._pair] = count[..., :n_pair].transpose(1, 2)

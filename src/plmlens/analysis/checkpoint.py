@@ -39,9 +39,10 @@ class Progress:
     done : set of int
         Positions at or above `complete_below` that are done (the current read-ahead window).
     records_read : int
-        Source records read so far (proteins and skipped records); skips before it are in `skipped`.
+        Source records read so far (proteins and skipped records).
     skipped : list of dict
-        ``{"record": index, "file": ..., "chain": ..., "reason": ...}`` for each skipped record.
+        ``{"record": index, "file": ..., "chain": ..., "reason": ...}`` for each skipped record; a resumed
+        run does not record them again.
     counters : dict
         Truncated proteins, tokens, padded tokens, batches, out-of-memory retries, seconds of work.
     """

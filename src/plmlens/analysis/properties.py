@@ -17,6 +17,7 @@ residues with the property). Adding one needs no edit to plmlens::
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -86,8 +87,32 @@ def _amino_acid(letter: str) -> Callable[[Protein], np.ma.MaskedArray]:
     return lambda protein: np.ma.MaskedArray(np.array([c == letter for c in protein.sequence], dtype=bool))
 
 
+_last_contacts = threading.local()
+
+
+def _contacts(protein: Protein) -> np.ma.MaskedArray:
+    """`contact_map` of the protein, computed once for the four contact properties that ask in a row (per
+    thread: batches are prepared in worker threads)."""
+    cached = getattr(_last_contacts, "value", None)
+    if cached is None or cached[0] is not protein:
+        cached = (protein, contact_map(protein))
+        _last_contacts.value = cached
+    return cached[1]
+
+
 def _contact_range(low: int, high: int | None) -> Callable[[Protein], np.ma.MaskedArray]:
-    return lambda protein: contact_map(protein, min_separation=low, max_separation=high)
+    """Contacts at sequence separation ``low .. high``: `contact_map` with that window (``low`` >= 6), taken
+    from the one distance computation of `_contacts`."""
+
+    def function(protein: Protein) -> np.ma.MaskedArray:
+        contacts = _contacts(protein)
+        separation = np.abs(np.subtract.outer(np.arange(len(protein)), np.arange(len(protein))))
+        window = separation >= low
+        if high is not None:
+            window &= separation <= high
+        return np.ma.MaskedArray(contacts.data & window, mask=np.ma.getmaskarray(contacts))
+
+    return function
 
 
 PROPERTIES: dict[str, Property] = {}
@@ -99,7 +124,7 @@ def register_property(prop: Property) -> Property:
     return prop
 
 
-register_property(Property("contact", PAIR, contact_map, "CA–CA < 8 Å, sequence separation ≥ 6"))
+register_property(Property("contact", PAIR, _contacts, "CA–CA < 8 Å, sequence separation ≥ 6"))
 for _range, (_low, _high) in CONTACT_RANGES.items():
     _span = f"{_low}–{_high}" if _high is not None else f"≥ {_low}"
     register_property(

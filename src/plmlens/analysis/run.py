@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: A read-ahead window holds about this many batches' worth of tokens.
 WINDOW_BATCHES = 16
+#: Batches prepared on the host ahead of the one running, beside a GPU (one on the CPU).
+PREPARE_AHEAD = 3
 
 
 def default_max_tokens(device: torch.device | str) -> int:
@@ -166,15 +169,16 @@ def _numbered(
     *,
     limit: int | None,
     max_length: int,
-    known_skips_before: int,
 ) -> Iterator[_Item]:
     """Every readable protein with its record index, position and token count (after truncation); the
-    other records are added to `state.skipped` (and to `progress.skipped`), and the run goes on."""
+    other records are added to `state.skipped` (and to `progress.skipped`, unless a resumed run has them
+    already), and the run goes on."""
+    known = {int(s["record"]) for s in progress.skipped}
     position = taken = 0
     for index, record in enumerate(records):
         progress.records_read = max(progress.records_read, index + 1)
         if isinstance(record, Skipped):
-            if index >= known_skips_before:
+            if index not in known:
                 _skip(state, progress, index, record)
             continue
         if limit is not None and taken >= limit:
@@ -185,7 +189,7 @@ def _numbered(
                 warnings.simplefilter("ignore")  # truncation is counted per batch instead
                 encoding = adapter.encode([record], max_length=max_length)
         except SequenceError as error:
-            if index >= known_skips_before:
+            if index not in known:
                 _skip(state, progress, index, Skipped(record.source, record.id, str(error)))
                 log.warning("skipped %s: %s", record.id, error)
             continue
@@ -194,8 +198,8 @@ def _numbered(
 
 
 def _skip(state: RunState, progress: Progress, index: int, skipped: Skipped) -> None:
+    progress.skipped.append({"record": index, **skipped.to_dict()})  # first: this list is what is saved
     state.skipped.append(skipped)
-    progress.skipped.append({"record": index, **skipped.to_dict()})
 
 
 def _windows(items: Iterable[_Item], budget: int) -> Iterator[list[_Item]]:
@@ -342,9 +346,7 @@ def analyze(
         acc, done = load_checkpoint(checkpoint, fingerprint, properties, device=adapter.device, engine=engine)
         _restore(state, done)
         log.info("resuming %s: %d proteins done", checkpoint, acc.n_proteins)
-    known_skips_before = done.records_read
-    numbered = _numbered(adapter, proteins, state, done, limit=limit, max_length=max_length,
-                         known_skips_before=known_skips_before)  # fmt: skip
+    numbered = _numbered(adapter, proteins, state, done, limit=limit, max_length=max_length)
     mine = (item for item in numbered if own.takes(item.position) and not done.is_done(item.position))
     last_save = time.perf_counter()
 
@@ -355,24 +357,26 @@ def analyze(
         last_save = time.perf_counter()
 
     signals = _Signals() if checkpoint is not None else None
-    # One thread prepares the next batch's masks and draws on the host while the model runs this one.
-    preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plmlens-prepare")
+    # Worker threads prepare the next batches' masks and draws on the host while the model runs this one:
+    # one on the CPU, whose cores the forward pass needs; more beside a GPU, which would otherwise wait.
+    ahead = 1 if adapter.device.type == "cpu" else PREPARE_AHEAD
+    preparer = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="plmlens-prepare")
     with signals or _nothing(), preparer:
         try:
-            for window in _windows(mine, WINDOW_BATCHES * max_tokens):
-                packed = pack_batches([item.tokens for item in window], max_tokens, batch_size)
-                for items, prepared in _prepared(acc, preparer, [[window[k] for k in b] for b in packed]):
-                    _run_items(adapter, acc, items, prepared, max_length, state, done, signals)
-                    if adapter.device.type == "cpu":
-                        _release_freed_memory()
-                    if progress is not None:
-                        progress(state)
-                    if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_seconds:
-                        with signals.critical():
-                            save()
-                with _critical(signals):
-                    done.complete_below = window[-1].position + 1
-                    done.done = {k for k in done.done if k >= done.complete_below}
+            planned = _planned(mine, max_tokens, batch_size)
+            for items, prepared, window_end in _prepared(acc, preparer, planned, ahead):
+                _run_items(adapter, acc, items, prepared, max_length, state, done, signals)
+                if adapter.device.type == "cpu":
+                    _release_freed_memory()
+                if window_end is not None:
+                    with _critical(signals):
+                        done.complete_below = window_end
+                        done.done = {k for k in done.done if k >= done.complete_below}
+                if progress is not None:
+                    progress(state)
+                if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_seconds:
+                    with signals.critical():
+                        save()
             if checkpoint is not None:
                 with signals.critical():
                     save()
@@ -397,15 +401,31 @@ def _prepare(acc: Accumulator, items: list[_Item]) -> PreparedBatch:
     return acc.prepare([i.protein for i in items], [i.length for i in items], [i.position for i in items])
 
 
+def _planned(
+    items: Iterable[_Item], max_tokens: int, batch_size: int | None
+) -> Iterator[tuple[list[_Item], int | None]]:
+    """Batches of each read-ahead window, packed by length; with a window's last batch, the position
+    below which the window's proteins are all done once it is."""
+    for window in _windows(items, WINDOW_BATCHES * max_tokens):
+        packed = pack_batches([item.tokens for item in window], max_tokens, batch_size)
+        for k, batch in enumerate(packed):
+            yield [window[i] for i in batch], window[-1].position + 1 if k == len(packed) - 1 else None
+
+
 def _prepared(
-    acc: Accumulator, preparer: ThreadPoolExecutor, batches: list[list[_Item]]
-) -> Iterator[tuple[list[_Item], PreparedBatch]]:
-    """The batches with their host-side preparation, each prepared while the one before it runs."""
-    upcoming = preparer.submit(_prepare, acc, batches[0]) if batches else None
-    for k, items in enumerate(batches):
-        current = upcoming
-        upcoming = preparer.submit(_prepare, acc, batches[k + 1]) if k + 1 < len(batches) else None
-        yield items, current.result()
+    acc: Accumulator, preparer: ThreadPoolExecutor, planned: Iterator[tuple[list[_Item], int | None]], ahead: int
+) -> Iterator[tuple[list[_Item], PreparedBatch, int | None]]:
+    """The planned batches with their host-side preparation, up to `ahead` of them prepared while the
+    current one runs (across windows too)."""
+    queue: deque = deque()
+    for items, window_end in planned:
+        queue.append((items, preparer.submit(_prepare, acc, items), window_end))
+        if len(queue) > ahead:
+            items, future, end = queue.popleft()
+            yield items, future.result(), end
+    while queue:
+        items, future, end = queue.popleft()
+        yield items, future.result(), end
 
 
 def _run_items(
