@@ -142,10 +142,15 @@ def measure_overhead(adapter, proteins: list[Protein], args: argparse.Namespace)
         "analyze_shipped": lambda batch: analyze(adapter, batch, **kwargs),
         "analyze_no_null_no_boot": lambda batch: analyze(adapter, batch, null=False, n_bootstrap=0, **kwargs),
     }
+    if args.torch_engine:  # the statistics engine GPUs use, here on the CPU, against the numpy one shipped for it
+        variants["analyze_torch_engine"] = lambda batch: analyze(adapter, batch, engine="torch", **kwargs)
     for variant in variants.values():  # warm-up, untimed
         variant(batches[0])
     times = interleaved(variants, batches, args.rounds)
     median_total = {name: float(np.median(np.sum(t["wall"], axis=1))) for name, t in times.items()}
+    extra = {}
+    if args.torch_engine:
+        extra["overhead_torch_engine"] = ratios(times, "analyze_torch_engine", "bare_iter_layers")
     return {
         "n_proteins": len(proteins),
         "n_residues": sum(len(p) for p in proteins),
@@ -157,6 +162,7 @@ def measure_overhead(adapter, proteins: list[Protein], args: argparse.Namespace)
         "overhead_cpu": ratios(times, "analyze_shipped", "bare_iter_layers", "cpu"),
         "overhead_no_null_no_boot": ratios(times, "analyze_no_null_no_boot", "bare_iter_layers"),
         "overhead_vs_plain": ratios(times, "analyze_shipped", "plain_output_attentions"),
+        **extra,
         "bare_vs_plain": ratios(times, "bare_iter_layers", "plain_output_attentions"),
         "seconds": times,
     }
@@ -497,6 +503,7 @@ def main() -> None:
     parser.add_argument("--memory-sizes", type=int, nargs=2, default=[100, 1000], metavar=("SMALL", "LARGE"))
     parser.add_argument("--skip", nargs="*", default=[], choices=["overhead", "provis", "memory"])
     parser.add_argument("--quick", action="store_true", help="small smoke run (a minute or two)")
+    parser.add_argument("--torch-engine", action="store_true", help="also time analyze with engine='torch'")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -542,7 +549,10 @@ def main() -> None:
         for label, key in (("analyze / bare", "overhead"), ("analyze / bare, CPU time", "overhead_cpu"),
                            ("analyze null=False, n_bootstrap=0 / bare", "overhead_no_null_no_boot"),
                            ("analyze / plain output_attentions", "overhead_vs_plain"),
+                           ("analyze, torch engine / bare", "overhead_torch_engine"),
                            ("bare / plain output_attentions", "bare_vs_plain")):  # fmt: skip
+            if key not in o:
+                continue
             r = o[key]
             print(f"{'  ' + label:<46} {r['of_medians']:>9.3f}x  (per-round median {r['median_per_round']:.3f}, "
                   f"batch minima {r['of_batch_minima']:.3f})")  # fmt: skip

@@ -121,7 +121,7 @@ class AccumulatorBatch:
 class _NumpyState:
     lengths: list[int]
     prepared: list  # per protein: (token mask (2·P_token, n) float64, pair masks [(indices, complement)])
-    orders: list[np.ndarray] | None
+    orders: list[np.ndarray] | None  # per protein: flat indices of its row-permuted attention (null model)
     weights: np.ndarray | None
     staged: np.ndarray  # (L, B, C, 4, P, H)
 
@@ -143,8 +143,13 @@ class _NumpyEngine:
                 _sparse(m[b, k, :n, :n]) for m in (masks.pair_values, masks.pair_defined) for k in range(len(acc._pair))
             ]
             token = np.concatenate([masks.token_values[b, :, :n], masks.token_defined[b, :, :n]]).astype(np.float64)
-            prepared.append((token, pair))
-        orders = [np.argsort(draw, axis=-1) for draw in draws] if draws is not None else None
+            dense = np.concatenate([masks.pair_values[b, :, :n, :n], masks.pair_defined[b, :, :n, :n]])
+            prepared.append((token, pair, dense.reshape(len(dense), n * n)))
+        orders = None
+        if draws is not None:
+            # Flat gather indices into a protein's (n, width) block of rows of the padded attention
+            width = max(lengths)
+            orders = [(np.argsort(d, axis=-1) + np.arange(0, len(d) * width, width)[:, None]).ravel() for d in draws]
         copies = 2 if orders is not None else 1
         staged = np.zeros((acc.n_layers, len(lengths), copies, 4, len(acc.property_names), acc.n_heads))
         return _NumpyState(lengths, prepared, orders, weights, staged)
@@ -160,10 +165,12 @@ class _NumpyEngine:
         the null model, of its row-permuted copy.
 
         Protein by protein on the (H, n) rows: token sums need the column sums (over the rows i) of the
-        attention and of its high-confidence indicator; pair sums only the attention at the pairs where a
+        attention and of its high-confidence indicator; pair weights only the attention at the pairs where a
         mask is 1 (or 0, for masks mostly 1: total minus those), as pair masks such as contacts are sparse.
-        The permuted attention of the null model is one gather. All in single-threaded numpy: this runs
-        next to the model's forward pass, and small multi-threaded operations would compete with it.
+        High-confidence arcs are sparse too (a row summing to at most 1 has at most 1/θ of them), so they are
+        found once and counted per column and per pair mask from their positions. The permuted attention of
+        the null model is one gather. All in single-threaded numpy: this runs next to the model's forward
+        pass, and small multi-threaded operations would compete with it.
         """
         acc = self.acc
         lengths, orders = state.lengths, state.orders
@@ -172,35 +179,33 @@ class _NumpyEngine:
         copies = 1 if orders is None else 2
         n_pair, n_token = len(acc._pair), len(acc._token)
         raw = np.zeros((batch, copies, 4, n_token + n_pair, heads))  # properties as (token..., pair...)
-        count = np.uint16 if max(lengths, default=0) < 2**16 else np.int64
         for b, n in enumerate(lengths):
             if n == 0:
                 continue
-            token_mask, pair_masks = state.prepared[b]
+            token_mask, pair_masks, pair_dense = state.prepared[b]
             # (C·H, n, n): the attention, then (null model) each row permuted, as one array
             stacked = np.empty((copies * heads, n, n), dtype=np.float32)
             np.copyto(stacked[:heads], values[b].reshape(heads, width, width)[:, :n, :n])
             if orders is not None:
-                index = (orders[b] + np.arange(0, n * width, width)[:, None]).ravel()
-                np.take(values[b], index, axis=1, out=stacked[heads:].reshape(heads, n * n))
+                np.take(values[b], orders[b], axis=1, out=stacked[heads:].reshape(heads, n * n))
             # float64 sums, so that a pair mask's sum equals the total whenever the rest is zero
             column_weight = stacked.sum(axis=1, dtype=np.float64)  # (C·H, n)
-            column_high = np.add.reduce((stacked > acc.threshold).view(np.uint8), axis=1, dtype=count)
+            arc_row, arc_pair = np.divmod(np.flatnonzero(stacked.reshape(-1) > acc.threshold), n * n)
+            column_high = np.bincount(arc_row * n + arc_pair % n, minlength=copies * heads * n)
+            column_high = column_high.reshape(copies * heads, n)
             sums = raw[b].reshape(copies, 2, 2, n_token + n_pair, heads)  # (copy, weight|high, values|defined)
             if n_token:
                 columns = np.stack([column_weight, column_high]).reshape(2, copies, heads, n)
-                token = np.einsum("kchj,pj->ckph", columns, token_mask)  # (C, 2, 2·P_token, H)
-                sums[..., :n_token, :] = token.reshape(copies, 2, 2, n_token, heads)
+                token = (columns.reshape(-1, n) @ token_mask.T).reshape(2, copies, heads, 2 * n_token)  # BLAS
+                sums[..., :n_token, :] = token.transpose(1, 0, 3, 2).reshape(copies, 2, 2, n_token, heads)
             if n_pair:
                 rows = stacked.reshape(copies * heads, n * n)
                 total_weight = column_weight.sum(axis=1)
-                total_high = column_high.sum(axis=1, dtype=np.int64)
                 for k, (index, complement) in enumerate(pair_masks):
-                    picked = np.take(rows, index, axis=1)
-                    weight = picked.sum(axis=1, dtype=np.float64)
-                    high = np.count_nonzero(picked > acc.threshold, axis=1)
+                    weight = np.take(rows, index, axis=1).sum(axis=1, dtype=np.float64)
                     if complement:
-                        weight, high = total_weight - weight, total_high - high
+                        weight = total_weight - weight
+                    high = np.bincount(arc_row, weights=pair_dense[k, arc_pair], minlength=copies * heads)
                     side, p = divmod(k, n_pair)  # side 0: values, 1: defined
                     sums[:, 0, side, n_token + p] = weight.reshape(copies, heads)
                     sums[:, 1, side, n_token + p] = high.reshape(copies, heads)

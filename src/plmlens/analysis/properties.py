@@ -84,7 +84,12 @@ def _secondary(ss_class: str) -> Callable[[Protein], np.ma.MaskedArray]:
 
 
 def _amino_acid(letter: str) -> Callable[[Protein], np.ma.MaskedArray]:
-    return lambda protein: np.ma.MaskedArray(np.array([c == letter for c in protein.sequence], dtype=bool))
+    code = ord(letter)
+
+    def function(protein: Protein) -> np.ma.MaskedArray:
+        return np.ma.MaskedArray(np.frombuffer(protein.sequence.encode("ascii", "replace"), dtype=np.uint8) == code)
+
+    return function
 
 
 _last_contacts = threading.local()

@@ -19,7 +19,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,25 +414,24 @@ def _planned(
 
 def _prepared(
     acc: Accumulator, preparer: ThreadPoolExecutor, planned: Iterator[tuple[list[_Item], int | None]], ahead: int
-) -> Iterator[tuple[list[_Item], PreparedBatch, int | None]]:
-    """The planned batches with their host-side preparation, up to `ahead` of them prepared while the
-    current one runs (across windows too)."""
+) -> Iterator[tuple[list[_Item], Future, int | None]]:
+    """The planned batches with their host-side preparation under way: up to `ahead` of them are prepared
+    while the current one runs (across windows too), and the current one's is awaited only once its first
+    layer is computed."""
     queue: deque = deque()
     for items, window_end in planned:
         queue.append((items, preparer.submit(_prepare, acc, items), window_end))
         if len(queue) > ahead:
-            items, future, end = queue.popleft()
-            yield items, future.result(), end
+            yield queue.popleft()
     while queue:
-        items, future, end = queue.popleft()
-        yield items, future.result(), end
+        yield queue.popleft()
 
 
 def _run_items(
     adapter: ModelAdapter,
     acc: Accumulator,
     items: list[_Item],
-    prepared: PreparedBatch | None,
+    prepared: Future | None,
     max_length: int,
     state: RunState,
     done: Progress,
@@ -441,7 +440,7 @@ def _run_items(
     """Run one batch and commit it; out of GPU memory, split it in two and retry (a single protein that
     does not fit is skipped and reported)."""
     try:
-        batch, truncated = _stage(adapter, acc, items, prepared or _prepare(acc, items), max_length)
+        batch, truncated = _stage(adapter, acc, items, prepared, max_length)
     except torch.OutOfMemoryError:
         _free_device_memory(adapter.device)
         state.oom_retries += 1
@@ -469,7 +468,7 @@ def _run_items(
         state.padded_tokens += len(items) * max(item.tokens for item in items)
 
 
-def _stage(adapter: ModelAdapter, acc: Accumulator, items: list[_Item], prepared: PreparedBatch, max_length: int):
+def _stage(adapter: ModelAdapter, acc: Accumulator, items: list[_Item], prepared: Future | None, max_length: int):
     proteins = [item.protein for item in items]
     batch = None
     truncated = 0
@@ -477,6 +476,8 @@ def _stage(adapter: ModelAdapter, acc: Accumulator, items: list[_Item], prepared
         warnings.simplefilter("ignore")  # truncation is counted in the summary instead
         for output in adapter.iter_layers(proteins, max_length=max_length, hidden_states=False, on_device=True):
             if batch is None:
+                # While this waits, the model computes the next layer.
+                prepared = prepared.result() if prepared is not None else _prepare(acc, items)
                 if output.lengths.tolist() != prepared.lengths:
                     raise RuntimeError(f"{adapter.name}: residue counts {output.lengths.tolist()} of a batch differ "
                                        f"from its encoding's {prepared.lengths}")  # fmt: skip

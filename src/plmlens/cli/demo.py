@@ -29,7 +29,9 @@ def demo(
     except SourceError as error:
         raise fail(str(error)) from None
     print_description(source, description)
-    analyze(model="antiberty", data=source, out_dir=out_dir, limit=limit, properties="default,contact_ranges")
+    # The demo always computes afresh: a checkpoint left by an interrupted demo is replaced.
+    analyze(model="antiberty", data=source, out_dir=out_dir, limit=limit, properties="default,contact_ranges",
+            overwrite=True)  # fmt: skip
     probe(model="antiberty", data=source, out_dir=out_dir / "probe", limit=limit)
     report(run_dir=out_dir)
     console.print(f"plmlens demo: results in [bold]{out_dir.resolve()}[/]", highlight=False)
