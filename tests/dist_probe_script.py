@@ -15,26 +15,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
-import transformers
 
-from models_fixtures import PROTBERT_VOCAB  # the script's own directory is first on sys.path
 from plmlens.distributed import destroy_process_group, init_process_group
 from plmlens.models import load_model
 from plmlens.probing import probe
 from plmlens.proteins import Protein
-
-
-def tiny_bert(directory: Path) -> None:
-    """3 layers × 4 heads, random weights (seeded, so every rank builds the same model)."""
-    torch.manual_seed(0)
-    tokenizer = transformers.BertTokenizer(vocab={t: i for i, t in enumerate(PROTBERT_VOCAB)}, do_lower_case=False)
-    config = transformers.BertConfig(
-        vocab_size=30, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40,
-        max_position_embeddings=128, hidden_act="gelu", initializer_range=2.0,
-    )  # fmt: skip
-    transformers.BertModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+from scale_fixtures import tiny_bert  # the script's own directory is first on sys.path
 
 
 def proteins(n: int = 12, seed: int = 0) -> list[Protein]:

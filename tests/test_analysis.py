@@ -10,12 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import transformers
 from scipy.stats import norm
 from typer.testing import CliRunner
 
 from conftest import line_positions
-from models_fixtures import PROTBERT_VOCAB
 from plmlens.analysis import (
     HEAD_COLUMNS,
     Accumulator,
@@ -29,6 +27,7 @@ from plmlens.analysis import (
 from plmlens.cli import app
 from plmlens.models import load_model
 from plmlens.proteins import Protein, contact_map, iter_records
+from scale_fixtures import tiny_bert as scale_tiny_bert
 
 
 def hand_protein() -> Protein:
@@ -251,16 +250,7 @@ def test_centre_of_gravity_and_blosum():
 
 
 def tiny_bert(tmp_path) -> str:
-    torch.manual_seed(0)
-    tokenizer = transformers.BertTokenizer(vocab={t: i for i, t in enumerate(PROTBERT_VOCAB)}, do_lower_case=False)
-    config = transformers.BertConfig(
-        vocab_size=30, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40,
-        max_position_embeddings=128, hidden_act="gelu", initializer_range=2.0,
-    )  # fmt: skip
-    directory = tmp_path / "tiny-bert"
-    transformers.BertModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
+    return str(scale_tiny_bert(tmp_path / "tiny-bert"))
 
 
 def test_batch_size_one_equals_eight(tmp_path):

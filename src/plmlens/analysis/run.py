@@ -1,13 +1,15 @@
 """Running a model over proteins and accumulating attention statistics, one layer at a time.
 
 The proteins are numbered by their *position*: their order in the source among those that pass the
-source's and the model's checks. Positions key the null model and the bootstrap, decide which process
-takes a protein (``shard``, torchrun ranks), and record progress in checkpoints, so that sorting,
-batching, sharding and resuming leave every result as one uninterrupted, unsorted run would give it.
+source's and the model's checks. Positions key the null model and the bootstrap and record progress in
+checkpoints, so that sorting, batching, sharding and resuming leave the statistics as one uninterrupted,
+unsorted run would give them.
 
 Proteins are read ahead in windows, sorted by token count and packed into batches under a token budget
-(``max_tokens``), which keeps padding small; a protein longer than the budget runs alone. A batch that
-runs out of GPU memory is split in two and retried.
+(``max_tokens``), which keeps padding small; a protein longer than the budget runs alone. Every process
+makes the same plan of batches and takes every K-th batch (``shard``, torchrun ranks), so each protein is
+computed in the same batch whatever the number of processes. A batch that runs out of GPU memory is
+split in two and retried.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,22 +114,22 @@ class _Stop(BaseException):
 class _Signals:
     """SIGTERM (what Slurm sends before preemption) and SIGINT stop the run at the next safe point.
 
-    Outside `critical` sections the handler raises at once, abandoning the batch in progress (its sums
-    are only staged); inside one (a commit, a checkpoint write) it waits for the section to end.
+    The handler only notes the signal; `check`, called between records, between layers and between
+    batches, raises `_Stop` there. A batch in progress is abandoned (its sums are only staged), and a
+    commit or a checkpoint being written is never cut short. Without a run (``enabled`` False) nothing is
+    installed and `check` does nothing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.received: int | None = None
-        self._armed = True
         self._previous: dict[int, object] = {}
 
     def _handle(self, signal_number: int, frame) -> None:
         self.received = signal_number
-        if self._armed:
-            raise _Stop(signal_number)
 
     def __enter__(self) -> _Signals:
-        if threading.current_thread() is threading.main_thread():
+        if self.enabled:
             for number in (signal.SIGTERM, signal.SIGINT):
                 self._previous[number] = signal.signal(number, self._handle)
         return self
@@ -137,17 +138,7 @@ class _Signals:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
 
-    def disarm(self) -> None:
-        self._armed = False
-        self.received = None
-
-    @contextmanager
-    def critical(self) -> Iterator[None]:
-        self._armed = False
-        try:
-            yield
-        finally:
-            self._armed = True
+    def check(self) -> None:
         if self.received is not None:
             raise _Stop(self.received)
 
@@ -169,6 +160,7 @@ def _numbered(
     *,
     limit: int | None,
     max_length: int,
+    signals: _Signals,
 ) -> Iterator[_Item]:
     """Every readable protein with its record index, position and token count (after truncation); the
     other records are added to `state.skipped` (and to `progress.skipped`, unless a resumed run has them
@@ -176,6 +168,7 @@ def _numbered(
     known = {int(s["record"]) for s in progress.skipped}
     position = taken = 0
     for index, record in enumerate(records):
+        signals.check()
         progress.records_read = max(progress.records_read, index + 1)
         if isinstance(record, Skipped):
             if index not in known:
@@ -283,8 +276,9 @@ def analyze(
     max_length : int
         Token limit per protein (512 as in the paper); longer proteins keep their first residues.
     max_tokens : int, optional
-        Budget of padded tokens per batch (default: `default_max_tokens` of the model's device). Results do
-        not depend on it.
+        Budget of padded tokens per batch (default: `default_max_tokens` of the model's device). The
+        statistics do not depend on the batching; the model's arithmetic may, in the last bits, so resumed
+        and sharded runs use the batches one process would (see `run_fingerprint`).
     batch_size : int, optional
         At most this many proteins per batch (default: as many as `max_tokens` allows).
     seed : int
@@ -309,10 +303,10 @@ def analyze(
     source : str, optional
         The source's name, recorded in the checkpoint's fingerprint.
     shard : Shard, optional
-        Take only the proteins at the positions of this shard (``--shard i/K``; merge the parts with
-        `plmlens.analysis.merge_runs`).
+        Take only this shard's batches of the run's plan (``--shard i/K``: every K-th batch from the i-th;
+        merge the parts with `plmlens.analysis.merge_runs`).
     group : ProcessGroup, optional
-        The torchrun process group: each rank takes its share of the proteins (within `shard`) and the sums
+        The torchrun process group: each rank takes its share of the batches (within `shard`) and the sums
         are all-reduced at the end, so every rank returns the whole run's result.
     engine : {"auto", "numpy", "torch"}
         The statistics' engine (see `Accumulator`).
@@ -336,18 +330,17 @@ def analyze(
     settings = dict(threshold=threshold, seed=seed, n_bootstrap=n_bootstrap, null=null)
     acc = Accumulator(adapter.n_layers, adapter.n_heads, properties or (), device=adapter.device, engine=engine,
                       **settings)  # fmt: skip
-    fingerprint = run_fingerprint(adapter, acc, source=source, max_length=max_length, limit=limit, shard=own)
-    job_fingerprint = run_fingerprint(
-        adapter, acc, source=source, max_length=max_length, limit=limit, shard=shard or Shard()
-    )
+    batching = {"max_length": max_length, "limit": limit, "max_tokens": max_tokens, "batch_size": batch_size}
+    fingerprint = run_fingerprint(adapter, acc, source=source, shard=own, **batching)
+    job_fingerprint = run_fingerprint(adapter, acc, source=source, shard=shard or Shard(), **batching)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     state, done = RunState(), Progress()
     if resume and checkpoint is not None and checkpoint.exists():
         acc, done = load_checkpoint(checkpoint, fingerprint, properties, device=adapter.device, engine=engine)
         _restore(state, done)
         log.info("resuming %s: %d proteins done", checkpoint, acc.n_proteins)
-    numbered = _numbered(adapter, proteins, state, done, limit=limit, max_length=max_length)
-    mine = (item for item in numbered if own.takes(item.position) and not done.is_done(item.position))
+    signals = _Signals(enabled=checkpoint is not None)
+    numbered = _numbered(adapter, proteins, state, done, limit=limit, max_length=max_length, signals=signals)
     last_save = time.perf_counter()
 
     def save() -> None:
@@ -356,45 +349,33 @@ def analyze(
         save_checkpoint(checkpoint, acc, fingerprint, done)
         last_save = time.perf_counter()
 
-    signals = _Signals() if checkpoint is not None else None
     # Worker threads prepare the next batches' masks and draws on the host while the model runs this one:
     # one on the CPU, whose cores the forward pass needs; more beside a GPU, which would otherwise wait.
     ahead = 1 if adapter.device.type == "cpu" else PREPARE_AHEAD
     preparer = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="plmlens-prepare")
-    with signals or _nothing(), preparer:
+    with signals, preparer:
         try:
-            planned = _planned(mine, max_tokens, batch_size)
+            planned = _planned(numbered, max_tokens, batch_size, own, done)
             for items, prepared, window_end in _prepared(acc, preparer, planned, ahead):
-                _run_items(adapter, acc, items, prepared, max_length, state, done, signals)
-                if adapter.device.type == "cpu":
-                    _release_freed_memory()
+                if items:
+                    _run_items(adapter, acc, items, prepared, max_length, state, done, signals)
+                    if adapter.device.type == "cpu":
+                        _release_freed_memory()
                 if window_end is not None:
-                    with _critical(signals):
-                        done.complete_below = window_end
-                        done.done = {k for k in done.done if k >= done.complete_below}
+                    done.complete_below = window_end
+                    done.done = {k for k in done.done if k >= done.complete_below}
                 if progress is not None:
                     progress(state)
                 if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_seconds:
-                    with signals.critical():
-                        save()
-            if checkpoint is not None:
-                with signals.critical():
                     save()
+                signals.check()
+            if checkpoint is not None:
+                save()
         except _Stop as stop:
-            signals.disarm()  # a second signal must not interrupt the checkpoint being written
             save()
             raise RunInterrupted(stop.signal_number, checkpoint, acc.n_proteins) from None
     return _result(adapter, acc, state, group, shard or Shard(), job_fingerprint, alpha, max_length, max_tokens,
                    batch_size)  # fmt: skip
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
-def _critical(signals: _Signals | None):
-    return signals.critical() if signals is not None else _nothing()
 
 
 def _prepare(acc: Accumulator, items: list[_Item]) -> PreparedBatch:
@@ -402,25 +383,37 @@ def _prepare(acc: Accumulator, items: list[_Item]) -> PreparedBatch:
 
 
 def _planned(
-    items: Iterable[_Item], max_tokens: int, batch_size: int | None
+    items: Iterable[_Item], max_tokens: int, batch_size: int | None, shard: Shard, done: Progress
 ) -> Iterator[tuple[list[_Item], int | None]]:
-    """Batches of each read-ahead window, packed by length; with a window's last batch, the position
-    below which the window's proteins are all done once it is."""
+    """This process's batches, still to do.
+
+    Every process plans the same batches (read-ahead windows of all proteins, each packed by length) and
+    takes those whose index in the plan its `shard` takes, so that a protein meets the same batch-mates, and
+    the model computes the same numbers for it, however many processes share the run and however often it
+    is resumed. A window's last entry carries the position below which its proteins are all done once it
+    is; a window with nothing to do here yields ``([], end)``.
+    """
+    index = 0
     for window in _windows(items, WINDOW_BATCHES * max_tokens):
         packed = pack_batches([item.tokens for item in window], max_tokens, batch_size)
-        for k, batch in enumerate(packed):
-            yield [window[i] for i in batch], window[-1].position + 1 if k == len(packed) - 1 else None
+        taken = [batch for k, batch in enumerate(packed, start=index) if shard.takes(k)]
+        index += len(packed)
+        todo = [[window[i] for i in batch if not done.is_done(window[i].position)] for batch in taken]
+        todo = [batch for batch in todo if batch] or [[]]
+        end = window[-1].position + 1
+        for k, batch in enumerate(todo):
+            yield batch, end if k == len(todo) - 1 else None
 
 
 def _prepared(
     acc: Accumulator, preparer: ThreadPoolExecutor, planned: Iterator[tuple[list[_Item], int | None]], ahead: int
-) -> Iterator[tuple[list[_Item], Future, int | None]]:
+) -> Iterator[tuple[list[_Item], Future | None, int | None]]:
     """The planned batches with their host-side preparation under way: up to `ahead` of them are prepared
     while the current one runs (across windows too), and the current one's is awaited only once its first
     layer is computed."""
     queue: deque = deque()
     for items, window_end in planned:
-        queue.append((items, preparer.submit(_prepare, acc, items), window_end))
+        queue.append((items, preparer.submit(_prepare, acc, items) if items else None, window_end))
         if len(queue) > ahead:
             yield queue.popleft()
     while queue:
@@ -435,12 +428,12 @@ def _run_items(
     max_length: int,
     state: RunState,
     done: Progress,
-    signals: _Signals | None,
+    signals: _Signals,
 ) -> None:
     """Run one batch and commit it; out of GPU memory, split it in two and retry (a single protein that
     does not fit is skipped and reported)."""
     try:
-        batch, truncated = _stage(adapter, acc, items, prepared, max_length)
+        batch, truncated = _stage(adapter, acc, items, prepared, max_length, signals)
     except torch.OutOfMemoryError:
         _free_device_memory(adapter.device)
         state.oom_retries += 1
@@ -448,27 +441,32 @@ def _run_items(
             item = items[0]
             reason = f"out of GPU memory at {item.tokens} tokens, even alone"
             log.warning("skipped %s: %s", item.protein.id, reason)
-            with _critical(signals):
-                _skip(state, done, item.record, Skipped(item.protein.source, item.protein.id, reason))
-                done.done.add(item.position)
+            _skip(state, done, item.record, Skipped(item.protein.source, item.protein.id, reason))
+            done.done.add(item.position)
             return
         log.warning("out of GPU memory on a batch of %d proteins; splitting it", len(items))
         half = len(items) // 2
         _run_items(adapter, acc, items[:half], None, max_length, state, done, signals)
         _run_items(adapter, acc, items[half:], None, max_length, state, done, signals)
         return
-    with _critical(signals):
-        acc.commit(batch)
-        done.done.update(item.position for item in items)
-        state.n_proteins += len(items)
-        state.n_residues += sum(batch.lengths)
-        state.n_truncated += truncated
-        state.n_batches += 1
-        state.tokens += sum(item.tokens for item in items)
-        state.padded_tokens += len(items) * max(item.tokens for item in items)
+    acc.commit(batch)
+    done.done.update(item.position for item in items)
+    state.n_proteins += len(items)
+    state.n_residues += sum(batch.lengths)
+    state.n_truncated += truncated
+    state.n_batches += 1
+    state.tokens += sum(item.tokens for item in items)
+    state.padded_tokens += len(items) * max(item.tokens for item in items)
 
 
-def _stage(adapter: ModelAdapter, acc: Accumulator, items: list[_Item], prepared: Future | None, max_length: int):
+def _stage(
+    adapter: ModelAdapter,
+    acc: Accumulator,
+    items: list[_Item],
+    prepared: Future | None,
+    max_length: int,
+    signals: _Signals,
+):
     proteins = [item.protein for item in items]
     batch = None
     truncated = 0
@@ -484,6 +482,7 @@ def _stage(adapter: ModelAdapter, acc: Accumulator, items: list[_Item], prepared
                 batch = acc.begin(prepared)
                 truncated = len(output.truncated)
             batch.add_layer(output.layer, output.attention)
+            signals.check()
     return batch, truncated
 
 
@@ -516,18 +515,24 @@ def run_fingerprint(
     source: str | None,
     max_length: int,
     limit: int | None,
+    max_tokens: int,
+    batch_size: int | None,
     shard: Shard,
 ) -> dict:
-    """What must match for two partial runs to be continued or summed: source, model, settings, shard.
+    """What must match for two partial runs to be continued or summed: source, model, settings, batching
+    and shard.
 
-    The batching (``max_tokens``, ``batch_size``), the device and the engine are left out: results do
-    not depend on them.
+    The batching is part of it because a model's arithmetic for a protein can depend, in the last bits,
+    on the shape of its batch (an attention weight next to θ may fall on either side); with the same
+    batching, resumed and sharded runs see exactly the numbers an uninterrupted run sees. The device and
+    the statistics' engine are left out: the sums do not depend on them.
     """
     return {
         "source": source,
         "model": {"name": adapter.name, "architecture": adapter.architecture, "layers": adapter.n_layers,
                   "heads": adapter.n_heads, "parameters": adapter.n_params, "dtype": dtype_name(adapter.dtype)},
-        "settings": {**acc.config(), "max_length": max_length, "limit": limit},
+        "settings": {**acc.config(), "max_length": max_length, "limit": limit, "max_tokens": max_tokens,
+                     "batch_size": batch_size},
         "shard": {"index": shard.index, "count": shard.count},
     }  # fmt: skip
 

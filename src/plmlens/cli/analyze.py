@@ -33,7 +33,7 @@ def _complete_run(out_dir: Path, shard) -> dict | None:
 
 def _exit_if_complete(out_dir: Path, adapter, properties, data: str, part, **settings) -> None:
     """With --resume and no checkpoint: a finished run of the same fingerprint needs nothing more."""
-    from plmlens.analysis import Accumulator
+    from plmlens.analysis import Accumulator, default_max_tokens
     from plmlens.analysis.checkpoint import fingerprint_differences
     from plmlens.analysis.run import run_fingerprint
     from plmlens.distributed import Shard
@@ -41,9 +41,10 @@ def _exit_if_complete(out_dir: Path, adapter, properties, data: str, part, **set
     finished = _complete_run(out_dir, part)
     if finished is None:
         return
-    max_length, limit = settings.pop("max_length"), settings.pop("limit")
+    batching = {name: settings.pop(name) for name in ("max_length", "limit", "max_tokens", "batch_size")}
+    batching["max_tokens"] = batching["max_tokens"] or default_max_tokens(adapter.device)
     acc = Accumulator(adapter.n_layers, adapter.n_heads, properties, **settings)
-    current = run_fingerprint(adapter, acc, source=data, max_length=max_length, limit=limit, shard=part or Shard())
+    current = run_fingerprint(adapter, acc, source=data, shard=part or Shard(), **batching)
     differences = fingerprint_differences(finished, current)
     if differences:
         raise fail(f"{out_dir} holds a finished run with other settings ({'; '.join(differences)}); use --overwrite")
@@ -83,7 +84,7 @@ def analyze(
     """Measure how every attention head aligns with contacts, binding sites, PTMs, secondary structure
     and amino acids, with significance tests, a null model and layer profiles.
 
-    Under `torchrun --nproc-per-node=K -m plmlens analyze ...` each rank takes every K-th protein and
+    Under `torchrun --nproc-per-node=K -m plmlens analyze ...` each rank takes every K-th batch and
     rank 0 writes the result. SIGTERM or Ctrl-C saves a checkpoint; run the same command with --resume.
     """
     from plmlens.analysis import CheckpointError, RunInterrupted, get_properties, save_shard
@@ -109,7 +110,8 @@ def analyze(
     adapter = load_model_or_exit(model, str(torch_device), dtype)
     if resume and not checkpoint.exists():
         _exit_if_complete(out_dir, adapter, chosen, data, part, threshold=threshold, seed=seed,
-                          n_bootstrap=n_bootstrap, max_length=max_length, limit=limit)  # fmt: skip
+                          n_bootstrap=n_bootstrap, max_length=max_length, limit=limit, max_tokens=max_tokens,
+                          batch_size=batch_size)  # fmt: skip
     if group.is_main:
         where = f" × {group.world_size} ranks" if group.distributed else ""
         console.print(f"analyze: {adapter!r} on {adapter.device}{where}, [bold]{escape(data)}[/]", highlight=False)

@@ -264,9 +264,10 @@ class ModelAdapter:
 
         # One long-lived worker thread per adapter: a new thread per batch would leave glibc a new malloc arena
         # per thread, and resident memory would creep up over thousands of batches.
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"plmlens-{self.name}")
+        job = None
         try:
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"plmlens-{self.name}")
             job = self._worker.submit(self._forward_worker, encoding, hidden_states, on_device, send)
             while True:
                 item = channel.get()
@@ -276,9 +277,13 @@ class ModelAdapter:
                     raise item
                 yield item
         finally:
+            # Also when an exception (a signal's, say) arrives before the job was started.
             stop.set()
-            job.result()
-            self._busy.release()
+            try:
+                if job is not None:
+                    job.result()
+            finally:
+                self._busy.release()
 
     def _forward_worker(self, encoding: Encoding, hidden_states: bool, on_device: bool, send: Any) -> None:
         spec = self.hooks
