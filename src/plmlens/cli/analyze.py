@@ -75,7 +75,7 @@ def analyze(
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
     shard: Annotated[
-        str | None, typer.Option(help="INDEX/COUNT: take one shard of the proteins; sum the shards with `merge`.")
+        str | None, typer.Option(help="INDEX/COUNT: take every COUNT-th batch from the INDEX-th; sum with `merge`.")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run whose checkpoint is in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Start afresh even if --out holds a checkpoint.")] = False,
