@@ -120,15 +120,10 @@ class ProcessGroup:
 
         The arrays travel as raw bytes with a JSON header of names, dtypes and shapes (numeric dtypes only).
         """
-        header = {name: (a.dtype.str, list(a.shape)) for name, a in arrays.items()}
-        for name, (dtype, _) in header.items():
-            if np.dtype(dtype).kind not in "biuf":
-                raise TypeError(f"array {name!r} has dtype {dtype}; only numbers travel between ranks")
         if not self.distributed:
+            _check_numeric(arrays)  # the same rule as between ranks, without the copy
             return [arrays]
-        payload = json.dumps(header).encode()
-        body = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
-        parts = self._all_gather_bytes(len(payload).to_bytes(8, "little") + payload + body)
+        parts = self._all_gather_bytes(_pack_arrays(arrays))
         if not self.is_main:
             return None
         return [_unpack_arrays(part) for part in parts]
@@ -140,9 +135,7 @@ class ProcessGroup:
             return arrays
         if self.is_main:
             assert arrays is not None
-            header = json.dumps({name: (a.dtype.str, list(a.shape)) for name, a in arrays.items()}).encode()
-            body = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
-            data = len(header).to_bytes(8, "little") + header + body
+            data = _pack_arrays(arrays)
             size = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
         else:
             size = torch.zeros(1, dtype=torch.int64, device=self.device)
@@ -166,6 +159,21 @@ class ProcessGroup:
         gathered = [torch.empty_like(buffer) for _ in range(self.world_size)]
         torch.distributed.all_gather(gathered, buffer)
         return [g[: int(s.item())].cpu().numpy().tobytes() for g, s in zip(gathered, sizes, strict=True)]
+
+
+def _check_numeric(arrays: dict[str, np.ndarray]) -> None:
+    for name, array in arrays.items():
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"array {name!r} has dtype {array.dtype}; only numbers travel between ranks")
+
+
+def _pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    """Named numeric arrays as bytes: a JSON header of names, dtypes and shapes, then the raw data."""
+    _check_numeric(arrays)
+    header = {name: (a.dtype.str, list(a.shape)) for name, a in arrays.items()}
+    payload = json.dumps(header).encode()
+    body = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
+    return len(payload).to_bytes(8, "little") + payload + body
 
 
 def _unpack_arrays(data: bytes) -> dict[str, np.ndarray]:

@@ -38,8 +38,6 @@ class Progress:
         Every position below it that this process takes is done.
     done : set of int
         Positions at or above `complete_below` that are done (the current read-ahead window).
-    records_read : int
-        Source records read so far (proteins and skipped records).
     skipped : list of dict
         ``{"record": index, "file": ..., "chain": ..., "reason": ...}`` for each skipped record; a resumed
         run does not record them again.
@@ -49,7 +47,6 @@ class Progress:
 
     complete_below: int = 0
     done: set[int] = field(default_factory=set)
-    records_read: int = 0
     skipped: list[dict] = field(default_factory=list)
     counters: dict[str, float] = field(default_factory=dict)
 
@@ -58,15 +55,15 @@ class Progress:
 
     def to_dict(self) -> dict:
         return {
-            "complete_below": self.complete_below, "done": sorted(self.done), "records_read": self.records_read,
-            "skipped": self.skipped, "counters": self.counters,
+            "complete_below": self.complete_below, "done": sorted(self.done), "skipped": self.skipped,
+            "counters": self.counters,
         }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict) -> Progress:
         return cls(
-            int(data["complete_below"]), {int(k) for k in data["done"]}, int(data["records_read"]),
-            list(data["skipped"]), dict(data["counters"]),
+            int(data["complete_below"]), {int(k) for k in data["done"]}, list(data["skipped"]),
+            dict(data["counters"]),
         )  # fmt: skip
 
 

@@ -169,7 +169,6 @@ def _numbered(
     position = taken = 0
     for index, record in enumerate(records):
         signals.check()
-        progress.records_read = max(progress.records_read, index + 1)
         if isinstance(record, Skipped):
             if index not in known:
                 _skip(state, progress, index, record)
@@ -573,8 +572,7 @@ def _result(
         "world_size": group.world_size, "shard": str(shard) if shard.count > 1 else None,
         "n_skipped": len(skipped), "skipped": skipped, "n_truncated": state.n_truncated,
         "n_batches": state.n_batches, "tokens": state.tokens, "padded_tokens": state.padded_tokens,
-        "padding_efficiency": state.tokens / state.padded_tokens
-        if state.padded_tokens else None, "oom_retries": state.oom_retries,
+        "padding_efficiency": state.padding_efficiency, "oom_retries": state.oom_retries,
         "wall_seconds": seconds, "residues_per_second": acc.n_residues / seconds if seconds > 0 else None,
         "fingerprint": fingerprint,
     }  # fmt: skip
