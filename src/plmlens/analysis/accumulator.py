@@ -264,7 +264,7 @@ class _TorchEngine:
         device = self.device
 
         def upload(array: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(array)).to(device, non_blocking=True)
+            return torch.from_numpy(np.ascontiguousarray(array)).to(device)
 
         token_masks = pair_masks = pair_masks32 = null_index = None
         if "token" in host:
