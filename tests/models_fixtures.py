@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ANTIBODIES = SHARED / "data" / "antibodies"
@@ -19,6 +21,23 @@ PROTBERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"LAGVESIKRDTPNQ
 ESM_VOCAB = ["<cls>", "<pad>", "<eos>", "<unk>", *"LAGVSERTIDPKQNFYMHWCXBUZO", ".", "-", "<null_1>", "<mask>"]
 #: Residue order used for the sentencepiece test vocabularies (ProtAlbert, ProtXLNet, ProtT5 style).
 SPM_ORDER = "ALGVSREDTIPKFQNYMHWCXBOUZ"
+
+#: IgLM's vocabulary (iglm/trained_models/vocab.txt), in id order.
+IGLM_VOCAB = [
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"ACDEFGHIKLMNPQRSTVWY",
+    "[CAMEL]", "[HUMAN]", "[MOUSE]", "[RABBIT]", "[RAT]", "[RHESUS]", "[HEAVY]", "[LIGHT]",
+]  # fmt: skip
+
+
+def word_level_tokenizer(vocab: list[str], template: str, specials: list[str], **tokens: str):
+    """A one-character-per-token fast tokenizer over `vocab`, with `template` adding the special tokens."""
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab)}, unk_token=tokens["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[(t, vocab.index(t)) for t in specials]
+    )
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, **tokens)
+
 
 # J-region motifs that end the variable domain: W-G-x-G (heavy), F-G-x-G (light); about ten framework-4
 # residues follow them (e.g. WGQGTLVTVSS, FGGGTKLEIK).

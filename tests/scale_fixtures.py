@@ -1,4 +1,4 @@
-"""Inputs for the scale tests: a tiny random BERT on disk and a directory of synthetic structures
+"""Inputs for the scale tests: a tiny random BERT (and a causal GPT-2) on disk and a directory of synthetic structures
 (random-walk chains of varied lengths, one chain too short to be read, so runs have a skipped record)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from conftest import PdbBuilder
-from models_fixtures import PROTBERT_VOCAB
+from models_fixtures import IGLM_VOCAB, PROTBERT_VOCAB, word_level_tokenizer
 
 THREE = {"A": "ALA", "C": "CYS", "D": "ASP", "E": "GLU", "F": "PHE", "G": "GLY", "H": "HIS", "I": "ILE", "K": "LYS",
          "L": "LEU", "M": "MET", "N": "ASN", "P": "PRO", "Q": "GLN", "R": "ARG", "S": "SER", "T": "THR", "V": "VAL",
@@ -27,6 +27,22 @@ def tiny_bert(directory: Path, layers: int = 3, heads: int = 4, seed: int = 0) -
         max_position_embeddings=256, hidden_act="gelu", initializer_range=2.0,
     )  # fmt: skip
     transformers.BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def tiny_gpt2(directory: Path, layers: int = 2, heads: int = 4, seed: int = 0) -> Path:
+    """A random causal GPT-2 with IgLM's vocabulary and tags, saved with `save_pretrained`."""
+    torch.manual_seed(seed)
+    tokenizer = word_level_tokenizer(
+        IGLM_VOCAB, "[HEAVY] [HUMAN] $A [SEP]", ["[HEAVY]", "[HUMAN]", "[SEP]"],
+        pad_token="[PAD]", unk_token="[UNK]", sep_token="[SEP]", mask_token="[MASK]",
+    )  # fmt: skip
+    config = transformers.GPT2Config(
+        vocab_size=len(IGLM_VOCAB), n_embd=32, n_layer=layers, n_head=heads, n_positions=256,
+        initializer_range=2.0, bos_token_id=None, eos_token_id=None,
+    )  # fmt: skip
+    transformers.GPT2Model(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 

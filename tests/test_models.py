@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 
-from models_fixtures import ESM_VOCAB, PROTBERT_VOCAB, SPM_ORDER
+from models_fixtures import ESM_VOCAB, IGLM_VOCAB, PROTBERT_VOCAB, SPM_ORDER, word_level_tokenizer
 from plmlens.models import (
     ModelLoadError,
     SequenceError,
@@ -28,24 +27,11 @@ from plmlens.models.tokenizers import PROTTRANS_REPLACEMENTS
 
 ANTIBERTY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"ACDEFGHIKLMNPQRSTVWY"]
 SAPIENS_VOCAB = ["<s>", "<pad>", "</s>", "<unk>", *"ACDEFGHIKLMNPQRSTVWY", "<mask>"]
-IGLM_VOCAB = [
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"ACDEFGHIKLMNPQRSTVWY",
-    "[CAMEL]", "[HUMAN]", "[MOUSE]", "[RABBIT]", "[RAT]", "[RHESUS]", "[HEAVY]", "[LIGHT]",
-]  # fmt: skip
 SMALL = {"hidden_act": "gelu", "initializer_range": 0.4}
 
 
 def _spm_vocab(specials: list[str]) -> list[tuple[str, float]]:
     return [(t, 0.0) for t in specials] + [("\u2581" + c, -1.0 - i) for i, c in enumerate(SPM_ORDER)]
-
-
-def _word_level(vocab: list[str], template: str, specials: list[str], **tokens: str):
-    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab)}, unk_token=tokens["unk_token"]))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.post_processor = processors.TemplateProcessing(
-        single=template, special_tokens=[(t, vocab.index(t)) for t in specials]
-    )
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, **tokens)
 
 
 def _build(kind: str):
@@ -94,7 +80,7 @@ def _build(kind: str):
     if kind == "esm":
         return None, None, False, False  # built in tiny_dir: EsmTokenizer needs a vocabulary file
     if kind == "sapiens":
-        tok = _word_level(
+        tok = word_level_tokenizer(
             SAPIENS_VOCAB, "<s> $A </s>", ["<s>", "</s>"],
             bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
         )  # fmt: skip
@@ -104,7 +90,7 @@ def _build(kind: str):
         )  # fmt: skip
         return transformers.RobertaModel(config), tok, False, False
     if kind == "iglm":
-        tok = _word_level(
+        tok = word_level_tokenizer(
             IGLM_VOCAB, "[HEAVY] [HUMAN] $A [SEP]", ["[HEAVY]", "[HUMAN]", "[SEP]"],
             pad_token="[PAD]", unk_token="[UNK]", sep_token="[SEP]", mask_token="[MASK]",
         )  # fmt: skip

@@ -10,7 +10,15 @@ pairs (i, j) where f is *defined*:
 
 the same four for the null model (each attention row randomly permuted, appendix B.2), the background
 (Σ f and Σ defined over pairs or residues), and Poisson-bootstrap replicates of ``arcs`` and ``hits``
-with proteins as the resampled unit. All sums merge by addition (`Accumulator.merge`), so runs split
+with proteins as the resampled unit.
+
+The *support* is the set of pairs a head can attend. ``full`` (bidirectional models): every pair; the null
+model permutes each row over the protein's n residues, and backgrounds count every defined pair (token
+properties: every defined residue). ``causal`` (left-to-right models, where row i attends only j ≤ i):
+the null model permutes row i only among positions j ≤ i and leaves the zeros above the diagonal where
+they are, and backgrounds count the attendable pairs j ≤ i only (token properties: residue j weighted by
+the n − j rows that can attend it). Proportions need no such rule: arcs exist only where attention is
+non-zero. All sums merge by addition (`Accumulator.merge`), so runs split
 across processes or machines can be summed.
 
 A batch is a transaction: `Accumulator.start_batch` builds the batch's property masks once (on the
@@ -43,6 +51,8 @@ from plmlens.ioutils import write_bytes_atomic
 from plmlens.proteins import Protein
 
 SUMS = ("arcs", "hits", "weight", "weight_hits")
+#: Pairs a head can attend: every pair, or j ≤ i (see the module docstring).
+SUPPORTS = ("full", "causal")
 #: Order of the four sums in staged per-protein arrays.
 _STAGED = ("weight_hits", "weight", "hits", "arcs")
 ENGINES = ("auto", "numpy", "torch")
@@ -357,6 +367,9 @@ class Accumulator:
         Poisson-bootstrap replicates (0 disables the bootstrap).
     null : bool
         Compute the row-permuted null model in the same pass.
+    support : {"full", "causal"}
+        The pairs a head can attend, which the null model and the backgrounds respect: ``full`` for
+        bidirectional models, ``causal`` (j ≤ i) for left-to-right ones (see the module docstring).
     sums : dict of ndarray, optional
         Starting sums (as `save` writes them).
     device : str or torch.device, optional
@@ -374,12 +387,16 @@ class Accumulator:
         seed: int = 123,
         n_bootstrap: int = 200,
         null: bool = True,
+        support: str = "full",
         sums: dict[str, np.ndarray] | None = None,
         device: str | torch.device | None = None,
         engine: str = "auto",
     ) -> None:
         self.n_layers, self.n_heads = int(n_layers), int(n_heads)
         self.threshold, self.seed, self.n_bootstrap, self.null = float(threshold), int(seed), int(n_bootstrap), null
+        if support not in SUPPORTS:
+            raise ValueError(f"support must be one of {SUPPORTS}, not {support!r}")
+        self.support = support
         self._properties = get_properties(properties or None)
         self.property_names = [p.name for p in self._properties]
         self.properties = tuple(self.property_names)
@@ -413,7 +430,7 @@ class Accumulator:
     def __repr__(self) -> str:
         return (
             f"Accumulator({self.n_layers} layers × {self.n_heads} heads, {len(self.property_names)} properties, "
-            f"{self.n_proteins} proteins, {self.engine} engine on {self.device})"
+            f"{self.n_proteins} proteins, {self.support} support, {self.engine} engine on {self.device})"
         )
 
     @property
@@ -465,13 +482,7 @@ class Accumulator:
         if not (len(proteins) == len(lengths) == len(positions)) or not proteins:
             raise ValueError(f"{len(proteins)} proteins, {len(lengths)} lengths and {len(positions)} positions")
         masks = self._host_masks(proteins, lengths)
-        hits, total = np.zeros(len(self.property_names)), np.zeros(len(self.property_names))
-        if self._pair:
-            hits[self._pair] = masks.pair_values.sum(axis=(0, 2, 3))
-            total[self._pair] = masks.pair_defined.sum(axis=(0, 2, 3))
-        if self._token:
-            hits[self._token] = masks.token_values.sum(axis=(0, 2))
-            total[self._token] = masks.token_defined.sum(axis=(0, 2))
+        hits, total = self._backgrounds(masks, lengths)
         draws = [self._row_draws(n, k) for n, k in zip(lengths, positions, strict=True)] if self.null else None
         weights = self.bootstrap_weights(positions) if self.n_bootstrap else None
         host = self._engine.host(masks, lengths, draws, weights)
@@ -495,6 +506,30 @@ class Accumulator:
                 token_values[b, k, :n], token_defined[b, k, :n] = self._properties[index].mask(cut)
         return _HostMasks(pair_values, pair_defined, token_values, token_defined)
 
+    def _backgrounds(self, masks: _HostMasks, lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Σ f and Σ defined of each property over the batch's support: all pairs and residues, or (causal)
+        the pairs j ≤ i, where residue j of a protein of n can be attended by n − j rows."""
+        hits, total = np.zeros(len(self.property_names)), np.zeros(len(self.property_names))
+        if self.support == "causal":
+            width = max(lengths)
+            column = np.arange(width)
+            attendable = column[None, :] <= column[:, None]  # (i, j): j ≤ i; the padding is zero in the masks
+            rows = np.clip(np.asarray(lengths)[:, None] - column[None, :], 0, None)  # (B, N): n − j
+            if self._pair:
+                hits[self._pair] = (masks.pair_values & attendable).sum(axis=(0, 2, 3))
+                total[self._pair] = (masks.pair_defined & attendable).sum(axis=(0, 2, 3))
+            if self._token:
+                hits[self._token] = np.einsum("bkn,bn->k", masks.token_values, rows)
+                total[self._token] = np.einsum("bkn,bn->k", masks.token_defined, rows)
+            return hits, total
+        if self._pair:
+            hits[self._pair] = masks.pair_values.sum(axis=(0, 2, 3))
+            total[self._pair] = masks.pair_defined.sum(axis=(0, 2, 3))
+        if self._token:
+            hits[self._token] = masks.token_values.sum(axis=(0, 2))
+            total[self._token] = masks.token_defined.sum(axis=(0, 2))
+        return hits, total
+
     def commit(self, batch: AccumulatorBatch) -> None:
         """Add a batch whose every layer was staged."""
         if batch.accumulator is not self:
@@ -510,8 +545,17 @@ class Accumulator:
         batch.layers_done = set()  # committed once only
 
     def _row_draws(self, n: int, position: int) -> np.ndarray:
-        """The seeded uniform draws whose row-wise ``argsort`` is the null model's permutation of each row."""
-        return np.random.default_rng([self.seed, 1, position]).random((n, n))
+        """The seeded uniform draws whose row-wise ``argsort`` is the null model's permutation of each row.
+
+        With causal support the draws of row i beyond the diagonal (j > i) are replaced by ``2 + j``, which
+        sorts after every uniform draw and in order: the permutation then mixes only j ≤ i and leaves each
+        position j > i in place (where a causal model's attention is zero).
+        """
+        draws = np.random.default_rng([self.seed, 1, position]).random((n, n))
+        if self.support == "causal":
+            column = np.arange(n)
+            np.copyto(draws, np.broadcast_to(2.0 + column, (n, n)), where=column[None, :] > column[:, None])
+        return draws
 
     def _row_order(self, n: int, position: int) -> np.ndarray:
         """The null model's (n, n) row permutations of one protein: ``argsort`` of seeded uniform draws.
@@ -519,12 +563,14 @@ class Accumulator:
         One permutation per row, drawn once per protein (from its position, so batching does not matter) and
         applied to that row in every layer and head. Each head's row is thereby a uniformly random
         permutation of itself — the paper's null model — and drawing costs one sort per protein, not one per
-        layer and head. The torch engine sorts the same draws on its device.
+        layer and head. With causal support row i is permuted among j ≤ i only (see `_row_draws`). The
+        torch engine sorts the same draws on its device.
         """
         return np.argsort(self._row_draws(n, position), axis=-1)
 
     def permute_rows(self, attention: torch.Tensor, lengths: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
-        """The null model: each attention row randomly permuted over the protein's residues (see `_row_order`)."""
+        """The null model: each attention row randomly permuted over the protein's residues, or with causal
+        support row i over j ≤ i only (see `_row_order`)."""
         permuted = torch.zeros_like(attention)
         for b, (n, k) in enumerate(zip(lengths, positions, strict=True)):
             rows = attention[b, :, :n, :n]
@@ -545,6 +591,7 @@ class Accumulator:
         return {
             "n_layers": self.n_layers, "n_heads": self.n_heads, "properties": list(self.property_names),
             "threshold": self.threshold, "seed": self.seed, "n_bootstrap": self.n_bootstrap, "null": self.null,
+            "support": self.support,
         }  # fmt: skip
 
     def merge(self, other: Accumulator) -> Accumulator:

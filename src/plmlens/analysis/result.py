@@ -279,6 +279,7 @@ class AnalysisResult:
         return _jsonable({
             **self.info,
             "n_proteins": acc.n_proteins, "n_residues": acc.n_residues, "threshold": acc.threshold,
+            "support": acc.support,
             "seed": acc.seed, "n_bootstrap": acc.n_bootstrap, "alpha": self.alpha, "bonferroni_m": self.n_tests,
             "properties": acc.property_names, "properties_without_labels": [
                 name for name in acc.property_names if name not in self.labelled_properties()
@@ -308,8 +309,9 @@ class AnalysisResult:
         directory = Path(directory)
         summary = json.loads((directory / "summary.json").read_text())
         computed = {
-            "n_proteins", "n_residues", "threshold", "seed", "n_bootstrap", "alpha", "bonferroni_m", "properties",
-            "properties_without_labels", "backgrounds", "centres_of_gravity", "blosum62_correlation", "top_heads",
+            "n_proteins", "n_residues", "threshold", "support", "seed", "n_bootstrap", "alpha", "bonferroni_m",
+            "properties", "properties_without_labels", "backgrounds", "centres_of_gravity", "blosum62_correlation",
+            "top_heads",
         }  # fmt: skip
         info = {k: v for k, v in summary.items() if k not in computed}
         return cls(Accumulator.load(directory / "accumulator.npz"), alpha=summary.get("alpha", 0.05), info=info)

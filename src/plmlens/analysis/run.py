@@ -326,7 +326,8 @@ def analyze(
     max_tokens = int(max_tokens or default_max_tokens(adapter.device))
     if max_tokens < 1 or (batch_size is not None and batch_size < 1):
         raise ValueError("max_tokens and batch_size must be positive")
-    settings = dict(threshold=threshold, seed=seed, n_bootstrap=n_bootstrap, null=null)
+    support = attention_support(adapter)
+    settings = dict(threshold=threshold, seed=seed, n_bootstrap=n_bootstrap, null=null, support=support)
     acc = Accumulator(adapter.n_layers, adapter.n_heads, properties or (), device=adapter.device, engine=engine,
                       **settings)  # fmt: skip
     batching = {"max_length": max_length, "limit": limit, "max_tokens": max_tokens, "batch_size": batch_size}
@@ -505,6 +506,12 @@ def _restore(state: RunState, done: Progress) -> None:
         setattr(state, name, int(done.counters.get(name, 0)))
     state.previous_seconds = float(done.counters.get("seconds", 0.0))
     state.skipped = [Skipped(s["file"], s["chain"], s["reason"]) for s in done.skipped]
+
+
+def attention_support(adapter: ModelAdapter) -> str:
+    """The pairs the model's heads can attend, as `Accumulator` takes it: ``causal`` for left-to-right
+    models (j ≤ i), else ``full``."""
+    return "causal" if adapter.causal else "full"
 
 
 def run_fingerprint(

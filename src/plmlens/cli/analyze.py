@@ -35,7 +35,7 @@ def _exit_if_complete(out_dir: Path, adapter, properties, data: str, part, **set
     """With --resume and no checkpoint: a finished run of the same fingerprint needs nothing more."""
     from plmlens.analysis import Accumulator, default_max_tokens
     from plmlens.analysis.checkpoint import fingerprint_differences
-    from plmlens.analysis.run import run_fingerprint
+    from plmlens.analysis.run import attention_support, run_fingerprint
     from plmlens.distributed import Shard
 
     finished = _complete_run(out_dir, part)
@@ -43,7 +43,7 @@ def _exit_if_complete(out_dir: Path, adapter, properties, data: str, part, **set
         return
     batching = {name: settings.pop(name) for name in ("max_length", "limit", "max_tokens", "batch_size")}
     batching["max_tokens"] = batching["max_tokens"] or default_max_tokens(adapter.device)
-    acc = Accumulator(adapter.n_layers, adapter.n_heads, properties, **settings)
+    acc = Accumulator(adapter.n_layers, adapter.n_heads, properties, support=attention_support(adapter), **settings)
     current = run_fingerprint(adapter, acc, source=data, shard=part or Shard(), **batching)
     differences = fingerprint_differences(finished, current)
     if differences:
@@ -181,6 +181,8 @@ def print_top_heads(summary: dict) -> None:
             name, top["head"], f"{100 * top['proportion']:.1f}%", f"{100 * top['background']:.2f}%",
             f"{100 * (top['null_proportion'] or 0):.1f}%", "yes" if top["significant"] else "no",
         )  # fmt: skip
+    if summary.get("support") == "causal":
+        table.caption = "causal model: null model and backgrounds over the attendable pairs j ≤ i"
     out.print(table)
     blosum = summary["blosum62_correlation"]
 

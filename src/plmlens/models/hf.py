@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,34 @@ def _family_from_recorder(model_type: str, model_class: type) -> Family:
         spaced=False,
         max_length=lambda config: int(getattr(config, "max_position_embeddings", UNBOUNDED)),
     )
+
+
+def _is_causal(family: Family, config: Any) -> bool:
+    """Whether the model's heads attend only to earlier tokens: a causal family, a config marked as a
+    decoder (e.g. a BERT built with ``is_decoder=True``), or an unlisted type that transformers knows only
+    as a causal language model."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if family.causal or getattr(config, "is_decoder", False):
+        return True
+    if config.model_type in FAMILIES:
+        return False
+    causal = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    causal = causal and config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    # Windowed attention (Mistral's sliding window, ModernBERT's local layers) attends a band of pairs,
+    # which neither support describes.
+    window = getattr(config, "sliding_window", None) or getattr(config, "local_attention", None)
+    if window:
+        warnings.warn(
+            f"{config.model_type}: windowed attention ({window} tokens) is analysed with "
+            f"{'causal' if causal else 'full'} support; for proteins longer than the window the null model "
+            "and the backgrounds include pairs its windowed layers cannot attend",
+            stacklevel=3,
+        )
+    return causal
 
 
 def _offline() -> bool:
@@ -264,6 +293,7 @@ def load_hf(
             raise ModelLoadError(f"{label}: model type {config.model_type!r} is not supported") from error
         family = _family_from_recorder(config.model_type, model_class)
     model_class = getattr(transformers, family.model_class)
+    causal = _is_causal(family, config)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **options)
     except Exception as error:
@@ -296,7 +326,7 @@ def load_hf(
         tokenizer=residues,
         hooks=family.hooks,
         max_length=family.max_length(config),
-        causal=family.causal,
+        causal=causal,
         source=source or str(name_or_path),
         licence=licence,
         device=device,

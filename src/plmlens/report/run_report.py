@@ -83,6 +83,7 @@ def build_report(run_dir: str | Path, views: list[AttentionView] | None = None) 
                         "residues": summary.get("n_residues"),
                         "skipped": summary.get("n_skipped"),
                         "θ": summary.get("threshold"),
+                        "support": summary.get("support", "full"),
                         "seed": summary.get("seed"),
                         "max length": summary.get("max_length"),
                         "Bonferroni m": summary.get("bonferroni_m"),
