@@ -1,6 +1,18 @@
-"""Report: the paper's figures for any model shape, attention drawn on 3D structure, an offline HTML page."""
+"""Report: the paper's figures for any model shape, attention drawn on 3D structure, an offline HTML page,
+and comparisons of several runs."""
 
+from plmlens.report.compare import CompareError, Run, compare_runs, load_run
 from plmlens.report.run_report import build_report, write_figures
 from plmlens.report.view import AttentionView, ViewerError, ngl_javascript
 
-__all__ = ["AttentionView", "ViewerError", "build_report", "ngl_javascript", "write_figures"]
+__all__ = [
+    "AttentionView",
+    "CompareError",
+    "Run",
+    "ViewerError",
+    "build_report",
+    "compare_runs",
+    "load_run",
+    "ngl_javascript",
+    "write_figures",
+]

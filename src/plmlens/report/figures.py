@@ -192,13 +192,303 @@ def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
     return paths
 
 
+# Figures comparing several runs: one panel per model, models keep one colour and marker across figures.
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+#: The headline metric of each probe task (figure 5).
+PROBE_METRICS = {"secondary_structure": "f1_macro", "binding_site": "precision_at_L/20", "contact": "precision_at_L/5"}
+_PROBE_NAMES = {"secondary_structure": "Secondary structure, macro F1", "binding_site": "Binding site, precision@L/20",
+                "contact": "Contact, precision@L/5"}  # fmt: skip
+
+
+def model_style(index: int) -> dict:
+    """Colour, marker and line style of the `index`-th model; after 8 models the colours repeat with
+    another line style."""
+    return {
+        "color": OKABE_ITO[index % len(OKABE_ITO)],
+        "marker": MARKERS[index % len(MARKERS)],
+        "linestyle": ("-", "--", ":")[(index // len(OKABE_ITO)) % 3],
+    }
+
+
+def _thin_ticks(n: int, max_ticks: int) -> np.ndarray:
+    """0-based positions of at most `max_ticks` ticks over `n` cells, at a round step, starting at the first."""
+    step = next(
+        (s for s in (1, 2, 4, 5, 8, 10, 16, 20, 32, 50, 64, 100) if -(-n // s) <= max_ticks), -(-n // max_ticks)
+    )
+    return np.arange(0, n, step)
+
+
+def _panels(n: int, width: float, height: float, max_columns: int) -> tuple[Figure, list]:
+    """A figure with `n` panels in rows of at most `max_columns` (unused grid cells removed)."""
+    columns = max(1, min(n, max_columns))
+    rows = max(1, -(-n // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False,
+                             constrained_layout=True)  # fmt: skip
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.remove()
+    return fig, flat[:n]
+
+
+def _shaped_grid(heads: pd.DataFrame, prop: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A property's proportions on a (layers, heads) grid of the given shape, and where heads have few arcs."""
+    rows = heads[heads["property"] == prop]
+    values = np.full(shape, np.nan)
+    few = np.ones(shape, dtype=bool)
+    values[rows["layer"] - 1, rows["head"] - 1] = rows["proportion"]
+    few[rows["layer"] - 1, rows["head"] - 1] = rows["few_arcs"].astype(bool)
+    return values, few
+
+
+def compare_head_heatmaps(
+    heads: dict[str, pd.DataFrame], prop: str, shapes: dict[str, tuple[int, int]], max_columns: int = 2
+) -> Figure:
+    """One property's per-head proportion (Eq. 1) for several models: one layers × heads panel per model in
+    its own shape, on one colour scale (paper figures 2, 3, 8–10, 15).
+
+    Parameters
+    ----------
+    heads : dict of str to DataFrame
+        Model name to its ``heads.csv``, in display order.
+    prop : str
+        The property.
+    shapes : dict of str to (int, int)
+        Model name to (layers, heads).
+    max_columns : int
+        Panels per row.
+
+    Returns
+    -------
+    Figure
+        The first ``len(heads)`` axes are the panels, in order; heads with fewer than `MIN_ARCS`
+        high-confidence arcs are grey, and a model without the property's labels gets an empty panel.
+    """
+    grids = {name: _shaped_grid(frame, prop, shapes[name]) for name, frame in heads.items()}
+    shown = [np.where(few, np.nan, values) for values, few in grids.values()]
+    top = max((float(np.nanmax(v)) for v in shown if np.isfinite(v).any()), default=0.0)
+    norm = matplotlib.colors.Normalize(vmin=0, vmax=100 * top if top > 0 else 1.0)
+    fig, axes = _panels(len(grids), 6.0, 3.4, max_columns)
+    for ax, (name, (values, few)) in zip(axes, grids.items(), strict=True):
+        n_layers, n_heads = values.shape
+        rows = heads[name][heads[name]["property"] == prop]
+        ax.set_xlabel("Head")
+        ax.set_ylabel("Layer")
+        if not len(rows):
+            ax.set_title(f"{name} ({n_layers} × {n_heads}): not labelled in its data")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        ax.imshow(np.ma.masked_where(~few, np.ones_like(values)), cmap=matplotlib.colors.ListedColormap(["#d9d9d9"]),
+                  origin="lower", aspect="auto", interpolation="nearest")  # fmt: skip
+        ax.imshow(np.ma.masked_where(few | ~np.isfinite(values), values) * 100, cmap="viridis", norm=norm,
+                  origin="lower", aspect="auto", interpolation="nearest")  # fmt: skip
+        x_ticks, y_ticks = _thin_ticks(n_heads, 12), _thin_ticks(n_layers, 8)
+        ax.set_xticks(x_ticks, [str(t + 1) for t in x_ticks])
+        ax.set_yticks(y_ticks, [str(t + 1) for t in y_ticks])
+        background = rows["background"].iloc[0]
+        ax.set_title(f"{name} ({n_layers} × {n_heads}), background {100 * background:.1f}%")
+        if few.all():
+            ax.text(0.5, 0.5, f"no head has ≥ {MIN_ARCS} arcs above θ", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=9)  # fmt: skip
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes, shrink=0.8, pad=0.01,
+                 label="% of high-confidence attention")  # fmt: skip
+    fig.suptitle(f"{label(prop)}: % of each head's high-confidence attention (grey: < {MIN_ARCS} arcs)")
+    return fig
+
+
+def compare_top_heads(heads: dict[str, pd.DataFrame], prop: str, k: int = 10, max_columns: int = 2) -> Figure:
+    """Each model's top-k heads for a property, each head's null-model proportion beside it, Wilson
+    intervals and the background (dashed); one panel per model on one y scale (figures 11–13, 16–17).
+
+    Parameters
+    ----------
+    heads : dict of str to DataFrame
+        Model name to its ``heads.csv``, in display order.
+    prop : str
+    k : int
+        Heads per model (among those with at least `MIN_ARCS` arcs).
+    max_columns : int
+        Panels per row.
+
+    Returns
+    -------
+    Figure
+        The first ``len(heads)`` axes are the panels, each with two bars per head (model, then null).
+    """
+    tops = {}
+    for name, frame in heads.items():
+        rows = frame[(frame["property"] == prop) & ~frame["few_arcs"].astype(bool)]
+        tops[name] = rows.dropna(subset=["proportion"]).sort_values("proportion", ascending=False).head(k)
+    peaks = [100 * t[["ci_high", "proportion", "null_proportion"]].max().max() for t in tops.values() if len(t)]
+    top = float(np.nanmax(peaks)) if peaks and np.isfinite(peaks).any() else 1.0
+    fig, axes = _panels(len(tops), 5.2, 3.0, max_columns)
+    width = 0.4
+    for ax, (name, rows) in zip(axes, tops.items(), strict=True):
+        ax.set_title(name)
+        ax.set_ylim(0, 1.08 * top)
+        if not len(rows):
+            ax.text(0.5, 0.5, f"no head has ≥ {MIN_ARCS} arcs above θ", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=9)  # fmt: skip
+            ax.set_xticks([])
+            continue
+        x = np.arange(len(rows))
+        centre = 100 * rows["proportion"].to_numpy()
+        ax.bar(x - width / 2, centre, width, color=OKABE_ITO[0], label="model")
+        low, high = 100 * rows["ci_low"].to_numpy(), 100 * rows["ci_high"].to_numpy()
+        ax.errorbar(x - width / 2, centre, yerr=np.clip(np.nan_to_num([centre - low, high - centre]), 0, None),
+                    fmt="none", ecolor="black", capsize=2, linewidth=0.8)  # fmt: skip
+        ax.bar(x + width / 2, 100 * rows["null_proportion"].fillna(0).to_numpy(), width, color=OKABE_ITO[1],
+               label="null model, same head")  # fmt: skip
+        ax.axhline(100 * rows["background"].iloc[0], color="black", linestyle="--", linewidth=0.8, label="background")
+        ax.set_xticks(x, [f"{a}-{b}" for a, b in zip(rows["layer"], rows["head"], strict=True)], rotation=45)
+        ax.set_xlabel("Head (layer-head)")
+        ax.set_ylabel("%")
+    handles, labels = next(((ax.get_legend_handles_labels()) for ax in axes if ax.patches), ([], []))
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
+    fig.suptitle(f"{label(prop)}: top {k} heads, % of high-confidence attention (Bonferroni-corrected Wilson CI)")
+    return fig
+
+
+def compare_layer_profiles(
+    layers: dict[str, pd.DataFrame], properties: list[str], n_layers: dict[str, int], max_columns: int = 3
+) -> Figure:
+    """Per-layer mean over heads of each property, on a relative-depth axis (layer / number of layers) so
+    that models of any depth share one panel: one panel per property, one line per model (figure 4).
+
+    Parameters
+    ----------
+    layers : dict of str to DataFrame
+        Model name to its ``layers.csv``, in display order (which fixes each model's colour).
+    properties : list of str
+        One panel each, in order.
+    n_layers : dict of str to int
+        Model name to its number of layers.
+    max_columns : int
+        Panels per row.
+
+    Returns
+    -------
+    Figure
+        Panels in the order of `properties`; every line is labelled with its model's name.
+    """
+    fig, axes = _panels(len(properties), 3.8, 2.7, max_columns)
+    for ax, prop in zip(axes, properties, strict=True):
+        for index, (name, frame) in enumerate(layers.items()):
+            rows = frame[(frame["property"] == prop) & (frame["layer"] >= 1)].sort_values("layer")
+            if len(rows):
+                ax.plot(rows["layer"] / n_layers[name], 100 * rows["mean_proportion"], label=name, markersize=3,
+                        linewidth=1.2, **model_style(index))  # fmt: skip
+        ax.set_xlim(0, 1.03)
+        ax.set_title(label(prop))
+        ax.set_xlabel("Relative depth (layer / layers)")
+        ax.set_ylabel("% attention, mean over heads")
+    named = {}
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            named.setdefault(name, handle)
+    if named:
+        fig.legend(list(named.values()), list(named), loc="outside lower center", ncols=min(4, len(named)),
+                   frameon=False)  # fmt: skip
+    return fig
+
+
+def compare_centres_of_gravity(centres: pd.DataFrame) -> Figure:
+    """Relative centre of gravity (CoG / number of layers) of each property for several models as a dot
+    plot: properties sorted by their mean over models, one colour and marker per model (figure 4).
+
+    Parameters
+    ----------
+    centres : DataFrame
+        Columns ``model``, ``property``, ``relative_centre_of_gravity``; models in display order.
+
+    Returns
+    -------
+    Figure
+        One axes; one scatter collection per model, labelled with its name.
+    """
+    frame = centres.dropna(subset=["relative_centre_of_gravity"])
+    order = frame.groupby("property", sort=False)["relative_centre_of_gravity"].mean().sort_values().index.tolist()
+    models = list(dict.fromkeys(centres["model"]))
+    fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.38 * max(1, len(order))), constrained_layout=True)
+    spread = 0.6 / max(1, len(models))
+    for index, name in enumerate(models):
+        rows = frame[frame["model"] == name]
+        y = [order.index(p) + (index - (len(models) - 1) / 2) * spread for p in rows["property"]]
+        style = model_style(index)
+        ax.scatter(rows["relative_centre_of_gravity"], y, color=style["color"], marker=style["marker"], s=28,
+                   label=name, zorder=3)  # fmt: skip
+    ax.set_yticks(range(len(order)), [label(p) for p in order])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.grid(axis="x", color="#e5e5e5", zorder=0)
+    ax.set_xlabel("Relative centre of gravity (CoG / layers)")
+    ax.set_title("Where in depth each property is attended to")
+    ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return fig
+
+
+def compare_probe_curves(probes: dict[str, pd.DataFrame], max_columns: int = 3) -> Figure:
+    """Probe scores per layer for several models: one panel per model, one colour per task, embedding
+    probes solid and attention probes dashed, chance dotted (figure 5). Layer 0, where present, is the
+    embedding output.
+
+    Parameters
+    ----------
+    probes : dict of str to DataFrame
+        Model name to its ``probe/probes.csv``, in display order.
+    max_columns : int
+        Panels per row.
+
+    Returns
+    -------
+    Figure
+        The first ``len(probes)`` axes are the panels; each line is one task and representation.
+    """
+    fig, axes = _panels(len(probes), 4.4, 3.0, max_columns)
+    for ax, (name, frame) in zip(axes, probes.items(), strict=True):
+        tasks = [t for t in PROBE_METRICS if t in set(frame["task"])]
+        for t, task in enumerate(tasks):
+            rows = frame[(frame["task"] == task) & (frame["metric"] == PROBE_METRICS[task])]
+            for representation, linestyle in (("embedding", "-"), ("attention", "--")):
+                sub = rows[rows["representation"] == representation].sort_values("layer")
+                if len(sub):
+                    ax.plot(sub["layer"], sub["value"], color=OKABE_ITO[t], linestyle=linestyle, marker="o",
+                            markersize=2.5, label=f"{_PROBE_NAMES[task]} ({representation})")  # fmt: skip
+            chance = rows["chance"].dropna()
+            if len(chance):
+                ax.axhline(chance.iloc[0], color=OKABE_ITO[t], linestyle=":", linewidth=0.8)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, nbins=8))
+        ax.set_ylim(0, 1)
+        ax.set_title(name)
+        ax.set_xlabel("Layer (0: embedding output)" if (frame["layer"] == 0).any() else "Layer")
+        ax.set_ylabel("Score")
+    named = {}
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            named.setdefault(name, handle)
+    if named:
+        fig.legend(list(named.values()), list(named), loc="outside lower center", ncols=2, frameon=False)
+    fig.suptitle("Probes per layer: embedding (solid) and attention (dashed) probes; dotted: chance")
+    return fig
+
+
 __all__ = [
+    "MARKERS",
     "MIN_ARCS",
+    "PROBE_METRICS",
     "amino_acid_heatmaps",
     "blosum_figure",
+    "compare_centres_of_gravity",
+    "compare_head_heatmaps",
+    "compare_layer_profiles",
+    "compare_probe_curves",
+    "compare_top_heads",
     "head_heatmap",
     "label",
     "layer_profiles",
+    "model_style",
     "probe_curves",
     "save_figure",
     "top_heads_figure",
