@@ -13,13 +13,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import transformers
 from typer.testing import CliRunner
 
+from dist_probe_script import proteins as labelled_proteins
 from plmlens.cli import app
-from plmlens.models import LayerOutput
+from plmlens.models import LayerOutput, load_model
+from plmlens.models.hf import FAMILIES
 from plmlens.probing import apc, precision_at_k, probe, split_proteins
 from plmlens.probing.metrics import contact_precisions, f1_counts, f1_from_counts
 from plmlens.proteins import Protein, contact_map
+from plmlens.report.figures import probe_curves
+from scale_fixtures import tiny_bert
+from test_models import KINDS
+from test_random_init import save_tiny
 
 
 def test_precision_at_k_by_hand():
@@ -70,6 +77,7 @@ class PlantedAdapter:
     class and binding sites linearly, and attention placed on contacts."""
 
     name, architecture, n_layers, n_heads, n_params, max_length = "planted", "test", 2, 2, 0, 1024
+    random_init, init_seed = False, None
 
     def __init__(self, proteins: list[Protein]) -> None:
         self.truth = {p.id: p for p in proteins}
@@ -136,6 +144,61 @@ def test_probe_result_files(tmp_path):
     assert header == "task,representation,layer,metric,value,n_train,n_test,chance"
     assert paths["contact_regression"].read_text().startswith("range,k,precision")
     assert json.loads(paths["summary"].read_text())["n_test_proteins"] == 6
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_layer_zero_is_the_embedding_layer_output(kind, tmp_path):
+    directory, spaced = save_tiny(kind, tmp_path / kind, shift=False)
+    adapter = load_model(directory, device="cpu")
+    sequences = ["MKTAYIAKQRQISFVKSHF", "GGSWLKEV"]
+    layers = list(adapter.iter_layers(sequences, hidden_states=True))
+    embedding = layers[0].embedding
+    assert embedding is not None and all(out.embedding is None for out in layers[1:])
+    assert embedding.shape == (2, len(sequences[0]), layers[0].hidden.shape[-1])
+    # The model's own hidden_states[0], one protein at a time, residues found by its tokenizer.
+    config = transformers.AutoConfig.from_pretrained(directory)
+    model = getattr(transformers, FAMILIES[config.model_type].model_class).from_pretrained(
+        directory, attn_implementation="eager"
+    )
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    extra = {"use_mems": False} if config.model_type == "xlnet" else {}
+    for b, sequence in enumerate(sequences):
+        encoded = tokenizer(" ".join(sequence) if spaced else sequence, return_special_tokens_mask=True,
+                            return_tensors="pt")  # fmt: skip
+        residues = torch.nonzero(encoded.pop("special_tokens_mask")[0] == 0).flatten()
+        with torch.no_grad():
+            reference = model.eval()(**encoded, output_hidden_states=True, **extra).hidden_states[0][0, residues]
+        n = len(sequence)
+        torch.testing.assert_close(embedding[b, :n], reference, atol=1e-5, rtol=1e-5)
+        assert not embedding[b, n:].any()
+        # Layer 0 is the input of layer 1, not its output.
+        assert not torch.allclose(embedding[b, :n], layers[0].hidden[b, :n])
+    assert all(out.embedding is None for out in adapter.iter_layers(sequences, hidden_states=False))
+
+
+def test_probes_have_layer_zero_for_embedding_tasks_only(tmp_path):
+    adapter = load_model(tiny_bert(tmp_path / "bert"), device="cpu")
+    result = probe(adapter, labelled_proteins(), train_fraction=0.5, batch_size=3, max_train_pairs=600,
+                   regression_proteins=4)  # fmt: skip
+    result.save(tmp_path / "probe")
+    probes = pd.read_csv(tmp_path / "probe" / "probes.csv")
+    layers = probes.groupby(["task", "representation"]).layer.agg(lambda x: sorted(set(x)))
+    every = list(range(adapter.n_layers + 1))
+    assert layers[("secondary_structure", "embedding")] == every
+    assert layers[("binding_site", "embedding")] == every
+    assert layers[("contact", "embedding")] == every
+    assert layers[("contact", "attention")] == every[1:]
+    # Layer 0 is probed on the same training examples and test proteins as the other layers.
+    contact = probes[(probes.task == "contact") & (probes.representation == "embedding")]
+    assert contact.n_train.nunique() == 1 and contact.n_test.nunique() == 1
+    assert len(contact.value.unique()) > 1
+    # Figure 5: the embedding curve starts at layer 0, the attention curve at layer 1.
+    figure = probe_curves(probes)
+    for axis in figure.axes:
+        lines = {line.get_label(): list(line.get_xdata()) for line in axis.get_lines()}
+        assert lines["embedding"] == every
+        if "attention" in lines:
+            assert lines["attention"] == every[1:]
 
 
 def _free_port() -> int:

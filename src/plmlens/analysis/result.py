@@ -285,7 +285,7 @@ class AnalysisResult:
                 name for name in acc.property_names if name not in self.labelled_properties()
             ],
             "backgrounds": self.backgrounds(), "centres_of_gravity": self.centres_of_gravity(layers),
-            "blosum62_correlation": self.blosum(heads), "top_heads": top,
+            "blosum62_correlation": self.blosum(heads), "top_heads": top, "n_arcs_total": total_arcs(acc),
         })  # fmt: skip
 
     def save(self, directory: str | Path) -> dict[str, Path]:
@@ -311,10 +311,33 @@ class AnalysisResult:
         computed = {
             "n_proteins", "n_residues", "threshold", "support", "seed", "n_bootstrap", "alpha", "bonferroni_m",
             "properties", "properties_without_labels", "backgrounds", "centres_of_gravity", "blosum62_correlation",
-            "top_heads",
+            "top_heads", "n_arcs_total",
         }  # fmt: skip
         info = {k: v for k, v in summary.items() if k not in computed}
         return cls(Accumulator.load(directory / "accumulator.npz"), alpha=summary.get("alpha", 0.05), info=info)
+
+
+def total_arcs(acc: Accumulator) -> int | None:
+    """High-confidence arcs (α > θ) over all layers and heads: the run's ``n_arcs_total``.
+
+    Arcs are counted per property, over the pairs where the property is defined, so this is the largest of
+    the properties' counts: that of the property defined on the most pairs. Amino-acid properties are
+    defined on every pair, and so is ``contact`` on structures with all coordinates, so with either among
+    the properties it is every arc. A random-weights model has almost none (appendix B.2 of the paper
+    found none at all).
+
+    Parameters
+    ----------
+    acc : Accumulator
+
+    Returns
+    -------
+    int or None
+        None for a run without properties.
+    """
+    if not len(acc.property_names):
+        return None
+    return int(np.rint(acc.sums["arcs"].sum(axis=(1, 2)).max()))
 
 
 def _jsonable(value):

@@ -531,12 +531,15 @@ def run_fingerprint(
     The batching is part of it because a model's arithmetic for a protein can depend, in the last bits,
     on the shape of its batch (an attention weight next to θ may fall on either side); with the same
     batching, resumed and sharded runs see exactly the numbers an uninterrupted run sees. The device and
-    the statistics' engine are left out: the sums do not depend on them.
+    the statistics' engine are left out: the sums do not depend on them. Whether the weights are random
+    (and their seed) is part of the model, so a pretrained run's checkpoint never continues a
+    random-weights run, nor the other way round.
     """
     return {
         "source": source,
         "model": {"name": adapter.name, "architecture": adapter.architecture, "layers": adapter.n_layers,
-                  "heads": adapter.n_heads, "parameters": adapter.n_params, "dtype": dtype_name(adapter.dtype)},
+                  "heads": adapter.n_heads, "parameters": adapter.n_params, "dtype": dtype_name(adapter.dtype),
+                  "random_init": adapter.random_init, "init_seed": adapter.init_seed},
         "settings": {**acc.config(), "max_length": max_length, "limit": limit, "max_tokens": max_tokens,
                      "batch_size": batch_size},
         "shard": {"index": shard.index, "count": shard.count},
@@ -573,7 +576,8 @@ def _result(
         seconds = max(group.all_gather_json(seconds))
     info = {
         "model": {"name": adapter.name, "architecture": adapter.architecture, "layers": adapter.n_layers,
-                  "heads": adapter.n_heads, "parameters": adapter.n_params},
+                  "heads": adapter.n_heads, "parameters": adapter.n_params, "random_init": adapter.random_init,
+                  "init_seed": adapter.init_seed},
         "max_length": max_length, "max_tokens": max_tokens, "batch_size": batch_size,
         "device": str(adapter.device), "dtype": dtype_name(adapter.dtype), "engine": acc.engine,
         "world_size": group.world_size, "shard": str(shard) if shard.count > 1 else None,

@@ -80,6 +80,10 @@ def analyze(
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run whose checkpoint is in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Start afresh even if --out holds a checkpoint.")] = False,
     checkpoint_seconds: Annotated[float, typer.Option(help="Seconds between checkpoints.")] = 60.0,
+    random_init: Annotated[
+        bool, typer.Option("--random-init", help="Control: the model's architecture with fresh random weights.")
+    ] = False,
+    init_seed: Annotated[int, typer.Option(help="Seed of the --random-init weights.")] = 0,
 ) -> None:
     """Measure how every attention head aligns with contacts, binding sites, PTMs, secondary structure
     and amino acids, with significance tests, a null model and layer profiles.
@@ -107,7 +111,7 @@ def analyze(
         raise fail(
             f"{checkpoint} holds an interrupted run: add --resume to continue it, or --overwrite to start afresh"
         )
-    adapter = load_model_or_exit(model, str(torch_device), dtype)
+    adapter = load_model_or_exit(model, str(torch_device), dtype, random_init=random_init, init_seed=init_seed)
     if resume and not checkpoint.exists():
         _exit_if_complete(out_dir, adapter, chosen, data, part, threshold=threshold, seed=seed,
                           n_bootstrap=n_bootstrap, max_length=max_length, limit=limit, max_tokens=max_tokens,
@@ -165,7 +169,14 @@ def analyze(
     if part is not None:
         out.print(f"wrote shard {part} to {out_dir}; sum the shards with `plmlens merge DIR... --out DIR`")
         return
-    print_top_heads(json.loads((out_dir / "summary.json").read_text()))
+    summary = json.loads((out_dir / "summary.json").read_text())
+    print_top_heads(summary)
+    if random_init and summary.get("n_arcs_total") is not None:
+        out.print(
+            f"random weights (seed {init_seed}): {summary['n_arcs_total']:,} high-confidence arcs "
+            f"(attention > {summary['threshold']}) over all heads",
+            highlight=False,
+        )
     out.print(f"wrote {out_dir}/heads.csv, layers.csv, amino_acids.csv, summary.json", highlight=False)
 
 

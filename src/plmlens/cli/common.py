@@ -39,11 +39,12 @@ def default_source() -> str:
     return "promod3::antibody,variable_domain"
 
 
-def load_model_or_exit(model: str, device: str = "auto", dtype: str = "auto"):
-    """`plmlens.models.load_model`, or a one-line error and exit code 2."""
+def load_model_or_exit(model: str, device: str = "auto", dtype: str = "auto", *, random_init: bool = False,
+                       init_seed: int = 0):  # fmt: skip
+    """`plmlens.models.load_model` (random weights with ``--random-init``), or a one-line error and exit 2."""
     from plmlens.models import ModelLoadError, load_model
 
     try:
-        return load_model(model, device=device, dtype=dtype)
+        return load_model(model, device=device, dtype=dtype, random_init=random_init, seed=init_seed)
     except ModelLoadError as error:
         raise fail(str(error)) from None

@@ -30,8 +30,14 @@ def probe(
     batch_size: Annotated[int, typer.Option(help="Proteins per forward pass.")] = 8,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
+    random_init: Annotated[
+        bool, typer.Option("--random-init", help="Control: the model's architecture with fresh random weights.")
+    ] = False,
+    init_seed: Annotated[int, typer.Option(help="Seed of the --random-init weights.")] = 0,
 ) -> None:
     """Linear probes per layer on embeddings and attention, and contact regression over all heads.
+
+    Layer 0 is the embedding layer's output (embedding probes only); layers 1 to L the transformer layers.
 
     Under torchrun every rank extracts features from its share of the proteins and rank 0 fits the probes.
     """
@@ -53,7 +59,7 @@ def probe(
     except ValueError as error:
         raise fail(str(error)) from None
     group = init_process_group(torch_device)
-    adapter = load_model_or_exit(model, str(torch_device), dtype)
+    adapter = load_model_or_exit(model, str(torch_device), dtype, random_init=random_init, init_seed=init_seed)
     if group.is_main:
         console.print(f"probe: {adapter!r} on {adapter.device}, [bold]{escape(data)}[/]", highlight=False)
     with Progress(
@@ -79,9 +85,11 @@ def probe(
     result.save(out_dir)
     probes = result.probes
     for (task_name, representation, metric), rows in probes.groupby(["task", "representation", "metric"], sort=False):
-        values = " ".join(f"{v:.2f}" for v in rows.sort_values("layer").value)
+        rows = rows.sort_values("layer")
+        values = " ".join(f"{v:.2f}" for v in rows.value)
+        span = f"{rows.layer.iloc[0]}-{rows.layer.iloc[-1]}"
         chance = rows.chance.iloc[0]
-        out.print(f"{task_name:<20} {representation:<10} {metric:<18} by layer: {values}  (chance {chance:.2f})",
+        out.print(f"{task_name:<20} {representation:<10} {metric:<18} layers {span}: {values}  (chance {chance:.2f})",
                   highlight=False, soft_wrap=True)  # fmt: skip
     for _, row in result.contact_regression.iterrows():
         line = f"contact regression {row['range']:<7} P@{row['k']:<4} {row.precision:.3f}  (chance {row.chance:.3f})"

@@ -43,6 +43,10 @@ def show(
     min_weight: Annotated[float, typer.Option(help="Hide arcs lighter than this.")] = 0.1,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
+    random_init: Annotated[
+        bool, typer.Option("--random-init", help="Control: the model's architecture with fresh random weights.")
+    ] = False,
+    init_seed: Annotated[int, typer.Option(help="Seed of the --random-init weights.")] = 0,
 ) -> None:
     """Draw one head's attention on a protein's 3D structure (offline HTML page with NGL)."""
     from plmlens.proteins import StructureOptions, read_structure_file
@@ -53,11 +57,11 @@ def show(
     proteins = [r for r in read_structure_file(structure, options) if isinstance(r, Protein)]
     if not proteins:
         raise fail(f"{structure}: no protein chain{f' {chain}' if chain else ''} found")
-    adapter = load_model_or_exit(model, device, dtype)
+    adapter = load_model_or_exit(model, device, dtype, random_init=random_init, init_seed=init_seed)
     protein = proteins[0]
-    view = _head_view(
-        adapter, protein, layer, head_index, min_weight, f"{adapter.name} head {layer}-{head_index} on {protein.id}"
-    )
+    weights = f" (random weights, seed {init_seed})" if random_init else ""
+    title = f"{adapter.name} head {layer}-{head_index} on {protein.id}{weights}"
+    view = _head_view(adapter, protein, layer, head_index, min_weight, title)
     try:
         view.save(out_path)
     except ViewerError as error:
@@ -73,8 +77,11 @@ def _example_views(summary: dict, run_dir: Path, min_weight: float) -> list:
     heads = {p: summary["top_heads"][p]["head"] for p in ("contact", "binding_site") if p in summary["top_heads"]}
     if not data or not heads:
         return []
+    described = summary["model"]
+    # A random-weights run is drawn with the weights it ran with: the same seed draws them again.
+    random_init, init_seed = bool(described.get("random_init")), described.get("init_seed") or 0
     try:
-        adapter = load_model(summary["model"]["name"])
+        adapter = load_model(described["name"], random_init=random_init, seed=init_seed)
     except ModelLoadError as error:
         console.print(f"[yellow]no 3D views:[/] {escape(str(error))}", soft_wrap=True)
         return []
@@ -88,9 +95,10 @@ def _example_views(summary: dict, run_dir: Path, min_weight: float) -> list:
             break
     if example is None:
         return []
+    weights = f" (random weights, seed {init_seed})" if random_init else ""
     return [
         _head_view(adapter, example, *(int(x) for x in head.split("-")), min_weight,
-                   f"Top {prop.replace('_', ' ')} head {head} on {example.id}")
+                   f"Top {prop.replace('_', ' ')} head {head} on {example.id}{weights}")
         for prop, head in heads.items()
     ]  # fmt: skip
 

@@ -6,7 +6,7 @@ tokens dropped and not renormalised, and hidden states ``(B, L, d)``). ``registr
 built-in models.
 """
 
-from plmlens.models.adapter import LayerOutput, ModelAdapter
+from plmlens.models.adapter import ChainTypeWarning, LayerOutput, ModelAdapter
 from plmlens.models.devices import DTYPES, dtype_name, resolve_device, resolve_dtype
 from plmlens.models.errors import ModelLoadError, SequenceError
 from plmlens.models.registry import REGISTRY, load_model, paper_models, registry_rows
@@ -16,6 +16,7 @@ __all__ = [
     "DTYPES",
     "REGISTRY",
     "STANDARD_RESIDUES",
+    "ChainTypeWarning",
     "LayerOutput",
     "ModelAdapter",
     "ModelLoadError",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,10 +23,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from plmlens.models.errors import ModelLoadError
 from plmlens.models.tokenizers import STANDARD_RESIDUES, Encoding, ResidueTokenizer, as_records
+from plmlens.proteins.annotations import CHAIN_TYPES, antibody_chain_type
 
 #: Largest token count recorded for models with relative positions only (XLNet, T5), which have no limit.
 UNBOUNDED = 1 << 30
+
+
+class ChainTypeWarning(UserWarning):
+    """A chain-type-specific antibody model (Sapiens heavy or light) is run on the other chain type."""
+
+
+def _chain_type(item: Any, sequence: str) -> str | None:
+    """A protein's antibody chain type: its record's own (e.g. from the antibody benchmark's MANIFEST),
+    else read from its sequence."""
+    meta = getattr(item, "meta", None)
+    if isinstance(meta, dict) and meta.get("chain_type"):
+        return meta["chain_type"]
+    return antibody_chain_type(sequence.upper())
 
 
 @dataclass
@@ -49,6 +65,9 @@ class LayerOutput:
         Protein ids, in batch order.
     truncated : tuple of str
         Ids of the proteins that were truncated to the length limit.
+    embedding : Tensor, shape (B, Lmax, d), or None
+        On layer 0's output only, when hidden states are requested: the embedding layer's output (the
+        input of the first layer), residue-aligned like `hidden`. None on every other layer.
     """
 
     layer: int
@@ -57,6 +76,7 @@ class LayerOutput:
     lengths: torch.Tensor
     ids: tuple[str, ...] = ()
     truncated: tuple[str, ...] = ()
+    embedding: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +144,9 @@ class ModelAdapter:
         Where to run.
     dtype : torch.dtype, optional
         Parameter dtype; outputs are float32 whatever it is.
+    chain_type : {"heavy", "light"}, optional
+        The antibody chain type the model was trained on (Sapiens heavy, Sapiens light): proteins known to
+        be of the other type are still run, with a `ChainTypeWarning`.
     """
 
     def __init__(
@@ -141,8 +164,11 @@ class ModelAdapter:
         lm_model: nn.Module | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
+        chain_type: str | None = None,
     ) -> None:
         self.name = name
+        self.chain_type = chain_type
+        self._warned_chain_types: set[str] = set()
         self.architecture = architecture
         self.tokenizer = tokenizer
         self.hooks = hooks
@@ -150,6 +176,8 @@ class ModelAdapter:
         self.causal = causal
         self.source = source
         self.licence = licence
+        self.random_init = False
+        self.init_seed: int | None = None
         self.device = torch.device(device)
         owner = lm_model if lm_model is not None else model
         owner.to(device=self.device, dtype=dtype)
@@ -180,10 +208,40 @@ class ModelAdapter:
         return [m for m in self.model.modules() if type(m).__name__ == class_name]
 
     def __repr__(self) -> str:
+        weights = f", random_init=True, init_seed={self.init_seed}" if self.random_init else ""
         return (
             f"ModelAdapter({self.name!r}, {self.architecture}, {self.n_layers} layers, {self.n_heads} heads, "
-            f"{self.n_params:,} parameters)"
+            f"{self.n_params:,} parameters{weights})"
         )
+
+    def randomize_weights(self, seed: int = 0) -> None:
+        """Replace every weight by a seeded draw of the model's own initialisation (the random-weights control).
+
+        The architecture, config, tokenizer, device, dtype and hooks stay as they are. transformers models are
+        re-initialised with their ``_init_weights`` (what ``ModelClass(config)`` would draw); parameters it
+        leaves alone, and modules outside transformers, get their module's ``reset_parameters()``. The draw
+        runs on the CPU in float32 under its own random state, so a seed gives the same weights on any device
+        (then cast to the adapter's dtype), and the caller's random state is left as it was.
+
+        Parameters
+        ----------
+        seed : int
+            Seed of the initialisation.
+
+        Raises
+        ------
+        ModelLoadError
+            If some parameter is re-initialised neither by the model nor by its module.
+        """
+        owner = self.lm_model if self.lm_model is not None else self.model
+        owner.to(device="cpu", dtype=torch.float32)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                _reinitialise(owner, self.name)
+        finally:
+            owner.to(device=self.device, dtype=self.dtype)
+        self.random_init, self.init_seed = True, int(seed)
 
     def encode(self, sequences: Iterable[Any], ids: Sequence[str] | None = None, *, max_length: int = 512) -> Encoding:
         """Tokenise a batch the way the model was trained.
@@ -203,7 +261,27 @@ class ModelAdapter:
         Encoding
         """
         limit = min(int(max_length), self.max_length)
-        return self.tokenizer.encode(as_records(sequences, ids), max_tokens=limit, model_name=self.name)
+        items = list(sequences)
+        records = as_records(items, ids)
+        chain_types = None
+        if self.chain_type is not None or self.tokenizer.chain_prefixes:
+            chain_types = [_chain_type(item, sequence) for item, (_, sequence) in zip(items, records, strict=True)]
+            self._check_chain_types(records, chain_types)
+        return self.tokenizer.encode(records, max_tokens=limit, model_name=self.name, chain_types=chain_types)
+
+    def _check_chain_types(self, records: list[tuple[str, str]], chain_types: list[str | None]) -> None:
+        """Warn, once per type, when proteins of another antibody chain type than the model's are run."""
+        if self.chain_type is None:
+            return
+        for (protein_id, _), kind in zip(records, chain_types, strict=True):
+            if kind in CHAIN_TYPES and kind != self.chain_type and kind not in self._warned_chain_types:
+                self._warned_chain_types.add(kind)
+                warnings.warn(
+                    f"{self.name} was trained on {self.chain_type} chains; running it on {kind} chains "
+                    f"(first: {protein_id}) is allowed, but they are outside its training data",
+                    ChainTypeWarning,
+                    stacklevel=4,
+                )
 
     def iter_layers(
         self,
@@ -226,7 +304,8 @@ class ModelAdapter:
         max_length : int
             Token limit per protein (see :meth:`encode`).
         hidden_states : bool
-            Whether to return hidden states as well as attention.
+            Whether to return hidden states as well as attention; layer 0's output then also carries the
+            embedding layer's output (`LayerOutput.embedding`).
         on_device : bool
             Leave the outputs on the model's device (for statistics computed there) instead of copying
             them to host memory. Either way they are float32.
@@ -306,6 +385,19 @@ class ModelAdapter:
             replaced[spec.attention_index] = probs.new_zeros((0,) * probs.dim())
             return tuple(replaced)
 
+        def on_first_block_input(module: nn.Module, args: Any, kwargs: Any) -> None:
+            # The input of the first block is the embedding layer's output whatever the architecture (after
+            # ALBERT's projection, before T5's and XLNet's first layer); a shared block is called once per
+            # layer, and only its first call is the embedding.
+            if state["layer"] != 0 or "embedding" in state:
+                return
+            h = args[0] if args else kwargs.get("hidden_states", kwargs.get("output_h"))
+            if not isinstance(h, torch.Tensor):
+                raise RuntimeError(f"{self.name}: the first {spec.block_class} got no hidden states to read")
+            if spec.hidden_layout == "lbd":
+                h = h.transpose(0, 1)
+            state["embedding"] = _residue_rows(h, encoding, on_device)
+
         def on_block(module: nn.Module, args: Any, output: Any) -> None:
             attention = state.pop("attention", None)
             state["attention"] = None
@@ -325,11 +417,14 @@ class ModelAdapter:
                     lengths=encoding.lengths,
                     ids=encoding.ids,
                     truncated=encoding.truncated,
+                    embedding=state.pop("embedding", None) if state["layer"] == 0 else None,
                 )
             )
             state["layer"] += 1
 
         handles = [m.register_forward_hook(on_attention) for m in self._attentions]
+        if hidden_states:
+            handles.append(self._blocks[0].register_forward_pre_hook(on_first_block_input, with_kwargs=True))
         handles += [m.register_forward_hook(on_block) for m in self._blocks]
         try:
             # Grad mode is per thread. no_grad, not inference_mode, so callers may edit results in place.
@@ -455,6 +550,32 @@ class ModelAdapter:
         for b, (start, n) in enumerate(zip(encoding.starts.tolist(), encoding.lengths.tolist(), strict=True)):
             result.append(log_probs[b, start - shift : start - shift + n].numpy())
         return result
+
+
+def _reinitialise(owner: nn.Module, name: str) -> None:
+    """Draw every parameter of `owner` afresh, in place, from the current random state."""
+    with torch.no_grad():
+        for parameter in owner.parameters():
+            # NaN marks what is still to be drawn: a parameter the initialisation skips cannot keep its trained
+            # values unnoticed.
+            parameter.fill_(float("nan"))
+        for module in owner.modules():
+            # transformers skips modules and tensors it marked as loaded from a checkpoint.
+            module.__dict__.pop("_is_hf_initialized", None)
+            for parameter in module.parameters(recurse=False):
+                if hasattr(parameter, "_is_hf_initialized"):
+                    del parameter._is_hf_initialized
+        initialize = getattr(owner, "initialize_weights", None)
+        if callable(initialize):
+            initialize()
+        for module in owner.modules():
+            undrawn = any(torch.isnan(p).any() for p in module.parameters(recurse=False))
+            if undrawn and callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+    left = [key for key, parameter in owner.named_parameters() if torch.isnan(parameter).any()]
+    if left:
+        more = f" and {len(left) - 1} more" if len(left) > 1 else ""
+        raise ModelLoadError(f"{name}: nothing re-initialises parameter {left[0]}{more}; random weights unavailable")
 
 
 def _residue_square(probs: torch.Tensor, encoding: Encoding, on_device: bool = False) -> torch.Tensor:

@@ -187,6 +187,8 @@ def load_model(
     dtype: str | torch.dtype | None = "auto",
     *,
     trust_remote_code: bool = False,
+    random_init: bool = False,
+    seed: int = 0,
     **options: Any,
 ) -> ModelAdapter:
     """Load a protein language model as a :class:`ModelAdapter`.
@@ -207,6 +209,12 @@ def load_model(
         attention reaches the statistics as float32.
     trust_remote_code : bool
         Let transformers run code from the model repository; off unless asked for.
+    random_init : bool
+        Keep the architecture, config and tokenizer but replace every weight by a fresh draw of the model's
+        own initialisation (the random-weights control of the paper's appendix B.2); see
+        :meth:`ModelAdapter.randomize_weights`. The adapter records it (``random_init``, ``init_seed``).
+    seed : int
+        Seed of that draw: the same seed gives the same weights, on any device.
     **options
         Loader options of registry entries: ``path=`` a local copy of a hub or TAPE model; IgLM's
         ``chain=`` (``heavy``/``light``) and ``species=`` (``human``, ``mouse``, ...).
@@ -220,6 +228,19 @@ def load_model(
     ModelLoadError
         With a one-line message: hub unreachable, wheel missing, checkpoint corrupt or mismatched.
     """
+    adapter = _load(name_or_path, device, dtype, trust_remote_code, options)
+    if random_init:
+        adapter.randomize_weights(seed)
+    return adapter
+
+
+def _load(
+    name_or_path: str | Path,
+    device: str | torch.device,
+    dtype: str | torch.dtype | None,
+    trust_remote_code: bool,
+    options: dict[str, Any],
+) -> ModelAdapter:
     try:
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)

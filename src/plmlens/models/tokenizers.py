@@ -131,6 +131,9 @@ class ResidueTokenizer:
     type_ids : tuple or None
         Segment ids as ``(prefix types, residue type, suffix types, pad type)`` for tokenisers that emit
         them, else None.
+    chain_prefixes : mapping of str to tuple of int
+        A prefix per antibody chain type (IgLM's ``[HEAVY]`` / ``[LIGHT]`` tag), used instead of `prefix`
+        for proteins of that type; each as long as `prefix`.
     """
 
     residue_ids: Mapping[str, int]
@@ -140,11 +143,14 @@ class ResidueTokenizer:
     mask_id: int | None = None
     padding_side: str = "right"
     type_ids: tuple[tuple[int, ...], int, tuple[int, ...], int] | None = None
+    chain_prefixes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     letters: str = field(init=False)
 
     def __post_init__(self) -> None:
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {self.padding_side!r}")
+        if any(len(p) != len(self.prefix) for p in self.chain_prefixes.values()):
+            raise ValueError("every chain prefix must be as long as the prefix")
         object.__setattr__(self, "letters", "".join(sorted(self.residue_ids)))
 
     @property
@@ -190,6 +196,7 @@ class ResidueTokenizer:
         records: Sequence[tuple[str, str]],
         max_tokens: int,
         model_name: str = "the model",
+        chain_types: Sequence[str | None] | None = None,
     ) -> Encoding:
         """Tokenise and pad a batch, truncating proteins longer than `max_tokens` tokens.
 
@@ -202,6 +209,9 @@ class ResidueTokenizer:
             first ``max_tokens - n_special`` residues and a :class:`TruncationWarning` names them.
         model_name : str
             Named in error and warning messages.
+        chain_types : sequence of str or None, optional
+            Each protein's antibody chain type, which picks its prefix from `chain_prefixes` (others
+            get `prefix`).
 
         Returns
         -------
@@ -234,8 +244,10 @@ class ResidueTokenizer:
         if self.type_ids is not None:
             token_types = torch.full((batch, width), self.type_ids[3], dtype=torch.long)
         starts = torch.zeros(batch, dtype=torch.long)
+        chain_types = chain_types or [None] * batch
         for b, sequence in enumerate(sequences):
-            row = [*self.prefix, *(self.residue_ids[c] for c in sequence), *self.suffix]
+            prefix = self.chain_prefixes.get(chain_types[b] or "", self.prefix)
+            row = [*prefix, *(self.residue_ids[c] for c in sequence), *self.suffix]
             offset = width - len(row) if self.padding_side == "left" else 0
             input_ids[b, offset : offset + len(row)] = torch.tensor(row)
             attention_mask[b, offset : offset + len(row)] = 1
@@ -264,6 +276,7 @@ def fixed_vocab_tokenizer(
     pad: str,
     mask: str | None,
     aliases: Mapping[str, str] | None = None,
+    chain_prefixes: Mapping[str, Sequence[str]] | None = None,
 ) -> ResidueTokenizer:
     """Build a tokeniser from a vocabulary list (token at index i has id i).
 
@@ -279,6 +292,8 @@ def fixed_vocab_tokenizer(
         Mask token.
     aliases : mapping of str to str, optional
         Extra residue letters and the token they are read as (e.g. ``{"X": "[UNK]"}``).
+    chain_prefixes : mapping of str to sequence of str, optional
+        Prefix tokens per antibody chain type (see `ResidueTokenizer`).
 
     Returns
     -------
@@ -294,6 +309,7 @@ def fixed_vocab_tokenizer(
         suffix=tuple(index[t] for t in suffix),
         pad_id=index[pad],
         mask_id=None if mask is None else index[mask],
+        chain_prefixes={kind: tuple(index[t] for t in tokens) for kind, tokens in (chain_prefixes or {}).items()},
     )
 
 

@@ -272,6 +272,7 @@ def load_sapiens(
         lm_model=model,
         device=device,
         dtype=dtype,
+        chain_type=chain,
     )
 
 
@@ -294,7 +295,8 @@ def load_iglm(
     variant : {"IgLM", "IgLM-S"}
         Full model or the small one.
     chain : {"heavy", "light"}
-        Chain tag.
+        Chain tag of proteins whose chain type is unknown; heavy and light chains (from their record, e.g.
+        the antibody benchmark's MANIFEST, or from their sequence) get their own tag.
     species : {"human", "mouse", "camel", "rabbit", "rat", "rhesus"}
         Species tag.
     name : str, optional
@@ -330,7 +332,12 @@ def load_iglm(
     load_exact(model, state, name)
     vocab = _read_vocab(root / "vocab.txt", name)
     tokenizer = fixed_vocab_tokenizer(
-        vocab, prefix=[IGLM_CHAINS[chain], IGLM_SPECIES[species]], suffix=["[SEP]"], pad="[PAD]", mask=None
+        vocab,
+        prefix=[IGLM_CHAINS[chain], IGLM_SPECIES[species]],
+        suffix=["[SEP]"],
+        pad="[PAD]",
+        mask=None,
+        chain_prefixes={kind: [tag, IGLM_SPECIES[species]] for kind, tag in IGLM_CHAINS.items()},
     )
     return ModelAdapter(
         name=name,

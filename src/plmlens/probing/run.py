@@ -13,6 +13,10 @@ Two passes over the model, each streaming layer by layer:
 Splits are by protein (seeded); a protein is never in both. Evaluation is on every defined residue or
 pair (sequence separation ≥ 6) of the test proteins.
 
+Layers are numbered as the paper's figure 5 numbers them: the embedding probes also read the embedding
+layer's output, before the first transformer layer, as layer 0; the transformer layers are 1 … L. Attention
+probes start at layer 1 (the embedding layer has no attention).
+
 Under torchrun, each rank runs the model on its shard of both lists; rank 0 fits on the gathered training
 features and the ranks score the test proteins with its broadcast weights. Subsampling is seeded per
 protein (by its place in the training list) and per-protein results are merged in list order, so the
@@ -35,7 +39,7 @@ from sklearn.preprocessing import StandardScaler
 
 from plmlens.distributed import ProcessGroup
 from plmlens.ioutils import write_text_atomic
-from plmlens.models import ModelAdapter
+from plmlens.models import LayerOutput, ModelAdapter
 from plmlens.probing.metrics import (
     apc,
     contact_candidates,
@@ -263,7 +267,9 @@ def probe(
     Returns
     -------
     ProbeResult
-        The same on every rank.
+        The same on every rank. Layer 0 is the embedding layer's output (embedding probes only), layers
+        1 … L the transformer layers. ``info["model"]`` records whether the weights are random
+        (``random_init``, ``init_seed``).
     """
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
@@ -305,21 +311,22 @@ def probe(
                     rng = np.random.default_rng([seed, 3, position])
                     item["residues"] = rng.random(len(item["protein"])) < residue_rate
                     item["pairs"] = _sample_pairs(item["contacts"], pair_budget, rng)
-            layer = output.layer
+            layer = output.layer + 1  # as probes.csv numbers it: 0 is the embedding layer
             for b, ((position, _), item) in enumerate(zip(batch, cache, strict=True)):
                 n = lengths[b]
-                hidden = output.hidden[b, :n].numpy()
                 attention = output.attention[b, :, :n, :n].numpy()
                 protein, keep = item["protein"], item["residues"]
-                if "secondary_structure" in tasks and protein.dssp is not None:
-                    known = keep & (protein.ss_classes != "unknown")
-                    codes = _ss_codes(protein.ss_classes[known])
-                    ex("secondary_structure", "embedding", layer).add(position, hidden[known], codes)
-                if "binding_site" in tasks and protein.binding_site is not None:
-                    ex("binding_site", "embedding", layer).add(position, hidden[keep], protein.binding_site[keep])
+                i, j, y = item["pairs"]
+                for depth, hidden in _hidden_states(output, b, n):
+                    if "secondary_structure" in tasks and protein.dssp is not None:
+                        known = keep & (protein.ss_classes != "unknown")
+                        codes = _ss_codes(protein.ss_classes[known])
+                        ex("secondary_structure", "embedding", depth).add(position, hidden[known], codes)
+                    if "binding_site" in tasks and protein.binding_site is not None:
+                        ex("binding_site", "embedding", depth).add(position, hidden[keep], protein.binding_site[keep])
+                    if "contact" in tasks:
+                        ex("contact", "embedding", depth).add(position, _pair_embedding_features(hidden, i, j), y)
                 if "contact" in tasks:
-                    i, j, y = item["pairs"]
-                    ex("contact", "embedding", layer).add(position, _pair_embedding_features(hidden, i, j), y)
                     ex("contact", "attention", layer).add(position, _attention_features(attention, i, j), y)
                 if "contact_regression" in tasks and position < regression_proteins:
                     regression_parts[b].append(_regression_features(attention))
@@ -375,7 +382,7 @@ def probe(
     scorers = received
 
     # ---- pass 2: evaluation of this rank's shard of the test proteins ---------------------------------
-    ss_counts = np.zeros((n_layers, len(SS_NAMES), 3))
+    ss_counts = np.zeros((n_layers + 1, len(SS_NAMES), 3))  # by layer, 0 the embedding layer
     ss_prior = np.zeros((len(SS_NAMES), 2))
     n_test = np.zeros(3)  # proteins with DSSP, with binding sites, with contacts
     scores: dict[str, list[tuple[float, float, float]]] = {}  # name -> (test position, value, chance)
@@ -399,37 +406,38 @@ def probe(
                         known = protein.ss_classes != "unknown"
                         for c, name in enumerate(SS_NAMES):
                             ss_prior[c] += (int((protein.ss_classes[known] == name).sum()), int(known.sum()))
-            layer = output.layer
+            layer = output.layer + 1  # as probes.csv numbers it: 0 is the embedding layer
             for b, ((position, _), item) in enumerate(zip(batch, cache, strict=True)):
                 n = lengths[b]
-                hidden = output.hidden[b, :n].numpy().astype(np.float64)
                 attention = output.attention[b, :, :n, :n].numpy().astype(np.float64)
                 protein, contacts = item["protein"], item["contacts"]
-                models_of_layer = scorers.get(("secondary_structure", "embedding", layer))
-                if models_of_layer and protein.dssp is not None:
-                    known = protein.ss_classes != "unknown"
-                    for c, name in enumerate(SS_NAMES):
-                        if name in models_of_layer:
-                            predicted = models_of_layer[name].score(hidden[known]) > 0
-                            ss_counts[layer, c] += f1_counts(predicted, protein.ss_classes[known] == name)
-                model = scorers.get(("binding_site", "embedding", layer))
-                if model is not None and protein.binding_site is not None and protein.binding_site.any():
-                    k = max(1, n // 20)
-                    value = precision_at_k(model.score(hidden), protein.binding_site, k)
-                    scores.setdefault(f"binding_site/embedding/{layer}", []).append(
-                        (position, value, float(protein.binding_site.mean()))
-                    )
-                if contacts.count():
-                    for representation in ("embedding", "attention"):
-                        model = scorers.get(("contact", representation, layer))
-                        if model is None:
-                            continue
-                        if representation == "embedding":
-                            pair_scores = _pair_embedding_scores(model, hidden)
-                        else:
-                            pair_scores = _attention_pair_scores(model, attention)
-                        precision, base = contact_precisions(pair_scores, contacts, divisors=(5,))[("all", 5)]
-                        scores.setdefault(f"contact/{representation}/{layer}", []).append((position, precision, base))
+                for depth, hidden in _hidden_states(output, b, n):
+                    hidden = hidden.astype(np.float64)
+                    models_of_layer = scorers.get(("secondary_structure", "embedding", depth))
+                    if models_of_layer and protein.dssp is not None:
+                        known = protein.ss_classes != "unknown"
+                        for c, name in enumerate(SS_NAMES):
+                            if name in models_of_layer:
+                                predicted = models_of_layer[name].score(hidden[known]) > 0
+                                ss_counts[depth, c] += f1_counts(predicted, protein.ss_classes[known] == name)
+                    model = scorers.get(("binding_site", "embedding", depth))
+                    if model is not None and protein.binding_site is not None and protein.binding_site.any():
+                        k = max(1, n // 20)
+                        value = precision_at_k(model.score(hidden), protein.binding_site, k)
+                        scores.setdefault(f"binding_site/embedding/{depth}", []).append(
+                            (position, value, float(protein.binding_site.mean()))
+                        )
+                    model = scorers.get(("contact", "embedding", depth))
+                    if model is not None and contacts.count():
+                        precision, base = contact_precisions(
+                            _pair_embedding_scores(model, hidden), contacts, divisors=(5,)
+                        )[("all", 5)]
+                        scores.setdefault(f"contact/embedding/{depth}", []).append((position, precision, base))
+                model = scorers.get(("contact", "attention", layer))
+                if model is not None and contacts.count():
+                    pair_scores = _attention_pair_scores(model, attention)
+                    precision, base = contact_precisions(pair_scores, contacts, divisors=(5,))[("all", 5)]
+                    scores.setdefault(f"contact/attention/{layer}", []).append((position, precision, base))
                 if regression is not None:
                     regression_parts[b].append(_regression_features(attention))
         if regression is not None:
@@ -451,7 +459,8 @@ def probe(
         merged = {name: rows[:, 1:] for name, rows in _merge_scores(parts).items()}
         table = _tables(fitted, n_train, merged, counts, n_layers)
         table["info"] = {
-            "model": {"name": adapter.name, "layers": adapter.n_layers, "heads": adapter.n_heads},
+            "model": {"name": adapter.name, "layers": adapter.n_layers, "heads": adapter.n_heads,
+                      "random_init": adapter.random_init, "init_seed": adapter.init_seed},
             "tasks": list(tasks), "seed": seed, "train_fraction": train_fraction,
             "n_train_proteins": len(train), "n_test_proteins": len(test),
             "regression_train_proteins": regression_train_proteins,
@@ -476,11 +485,12 @@ def _tables(
     n_layers: int,
 ) -> dict[str, Any]:
     """Rows of the probe and contact-regression tables (plain Python values, for JSON) from the merged
-    per-protein ``(value, chance)`` rows and the summed secondary-structure counts."""
+    per-protein ``(value, chance)`` rows and the summed secondary-structure counts; layers 0 (the embedding
+    layer) to `n_layers`."""
     ss_counts, ss_prior = counts["ss_counts"], counts["ss_prior"]
     n_test_ss = int(counts["n_test"][0])
     rows: list[tuple] = []
-    for layer in range(n_layers):
+    for layer in range(n_layers + 1):
         key = ("secondary_structure", "embedding", layer)
         if key in fitted:
             f1s = {}
@@ -488,10 +498,10 @@ def _tables(
                 if name in fitted[key]:
                     f1s[name] = f1_from_counts(ss_counts[layer, c])
                     prior = float(ss_prior[c, 0] / max(ss_prior[c, 1], 1))
-                    rows.append(("secondary_structure", "embedding", layer + 1, f"f1_{name}", f1s[name],
+                    rows.append(("secondary_structure", "embedding", layer, f"f1_{name}", f1s[name],
                                  n_train[key], n_test_ss, prior))  # fmt: skip
             macro = float(np.nanmean(list(f1s.values())))
-            rows.append(("secondary_structure", "embedding", layer + 1, "f1_macro", macro,
+            rows.append(("secondary_structure", "embedding", layer, "f1_macro", macro,
                          n_train[key], n_test_ss, float("nan")))  # fmt: skip
         for task, representation, metric in (
             ("binding_site", "embedding", "precision_at_L/20"),
@@ -500,7 +510,7 @@ def _tables(
         ):
             values = scores.get(f"{task}/{representation}/{layer}")
             if values is not None:
-                rows.append((task, representation, layer + 1, metric, float(np.nanmean(values[:, 0])),
+                rows.append((task, representation, layer, metric, float(np.nanmean(values[:, 0])),
                              n_train[(task, representation, layer)], len(values),
                              float(np.nanmean(values[:, 1]))))  # fmt: skip
     regression_rows = []
@@ -510,6 +520,17 @@ def _tables(
             regression_rows.append((range_name, f"L/{x}" if int(x) > 1 else "L", float(np.nanmean(values[:, 0])),
                                     float(np.nanmean(values[:, 1])), len(values)))  # fmt: skip
     return {"probes": rows, "regression": regression_rows}
+
+
+def _hidden_states(output: LayerOutput, b: int, n: int) -> list[tuple[int, np.ndarray]]:
+    """Protein `b`'s hidden states that a layer's output brings, with the layer number they are probed at:
+    the embedding layer's as layer 0 (on the first output only, when the adapter gives them), then the
+    transformer layer's as ``output.layer + 1``."""
+    states = []
+    if output.embedding is not None:
+        states.append((0, output.embedding[b, :n].numpy()))
+    states.append((output.layer + 1, output.hidden[b, :n].numpy()))
+    return states
 
 
 def _attention_pair_scores(model: _Linear, attention: np.ndarray) -> np.ndarray:

@@ -178,6 +178,33 @@ def looks_like_variable_domain(sequence: str) -> bool:
     return True
 
 
+_HEAVY_CORE = re.compile(r"C.{9,16}W[VIAFY][RK][QLKR]")
+_LIGHT_CORE = re.compile(r"C.{9,16}W[YFLVN][QLH][QEKR]")
+#: Chain types of antibody variable domains.
+CHAIN_TYPES = ("heavy", "light")
+
+
+def antibody_chain_type(sequence: str) -> str | None:
+    """``heavy`` or ``light`` for an antibody variable domain, from its sequence; None otherwise.
+
+    The J-region motif that ends the domain says which (``WGxG`` heavy, ``FGxG`` light; see
+    `variable_domain_end`), and the conserved core after the first Cys must agree: ``C…W[VIAFY][RK]x``
+    in heavy chains (human ``WVRQ``, mouse ``WVKQ``, camelid ``WFRQ``/``WYRQ``), ``C…W[YFLVN][QLH]x`` in
+    light chains (``WYQQ``, ``WLQQ``). The core leaves out T-cell receptor chains (``FGxG`` with cores
+    such as ``WYRQ`` or ``WYKQ``).
+    """
+    try:
+        variable_domain_end(sequence)
+    except ValueError:
+        return None
+    j_letter = _J_MOTIF.search(sequence, 80, 154).group()[0]  # the motif variable_domain_end found
+    if j_letter == "W" and _HEAVY_CORE.search(sequence, 0, 60):
+        return "heavy"
+    if j_letter == "F" and _LIGHT_CORE.search(sequence, 0, 60):
+        return "light"
+    return None
+
+
 def cut_variable_domain(protein: Protein) -> Protein:
     """The protein cut to its antibody variable domain (see `variable_domain_end`), annotations aligned.
 
