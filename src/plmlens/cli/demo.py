@@ -1,7 +1,10 @@
-"""``plmlens demo``: the main job on the built-in default data."""
+"""``plmlens demo``: the main job on the built-in default — every antibody model available offline, compared."""
 
 from __future__ import annotations
 
+import importlib.util
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -9,29 +12,75 @@ import typer
 
 from plmlens.cli.analyze import analyze
 from plmlens.cli.common import app, console, default_source, fail
+from plmlens.cli.compare import compare
 from plmlens.cli.probe import probe
-from plmlens.cli.proteins import describe_with_progress, print_description
+from plmlens.cli.proteins import describe_with_progress, print_description, save_with_progress
 from plmlens.cli.report import report
 from plmlens.proteins import SourceError
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    """One model of the demo: its run directory name, registry name, chain type and weights."""
+
+    name: str
+    model: str
+    chain_type: str | None = None
+    random_init: bool = False
+    package: str | None = None  # an optional wheel the model needs
+
+    def data(self, protein_set: Path) -> str:
+        return f"{protein_set}::chain_type={self.chain_type}" if self.chain_type else str(protein_set)
+
+
+#: Every pretrained pLM that works offline here, each on the chains it was trained on, and the paper's
+#: random-weights control (appendix B.2).
+DEMO_RUNS = (
+    DemoRun("antiberty", "antiberty"),
+    DemoRun("sapiens-heavy", "sapiens-heavy", chain_type="heavy"),
+    DemoRun("sapiens-light", "sapiens-light", chain_type="light"),
+    DemoRun("iglm", "iglm", package="iglm"),
+    DemoRun("antiberty-random", "antiberty", random_init=True),
+)
+
+
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Where the run's files go.")] = Path("runs/demo"),
-    limit: Annotated[int | None, typer.Option(help="Stop after N proteins.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the runs and compare.html go.")] = Path("runs/demo"),
+    limit: Annotated[int | None, typer.Option(help="Use only the first N proteins.")] = None,
 ) -> None:
-    """The main job on the built-in default: AntiBERTy over the shared antibody structures (variable
-    domains, paratope as binding site), or over the antibody chains of ProMod3 where those are absent."""
+    """The main job on the built-in default: AntiBERTy, Sapiens heavy and light (each on its chain type),
+    IgLM and random-weight AntiBERTy over the shared antibody structures (variable domains, paratope as
+    binding site; ProMod3's antibody chains where those are absent): analyze, probe and report for each,
+    then compare them all in compare.html."""
+    started = time.perf_counter()
     source = default_source()
     console.print(f"plmlens demo: the built-in data [bold]{source}[/]", highlight=False)
+    protein_set = out_dir / "proteins.proteins.npz"
     try:
-        description = describe_with_progress(source, limit)
+        # DSSP and binding sites once, for every command and model below.
+        save_with_progress(source, protein_set, limit)
+        print_description(source, describe_with_progress(str(protein_set), None))
     except SourceError as error:
         raise fail(str(error)) from None
-    print_description(source, description)
-    # The demo always computes afresh: a checkpoint left by an interrupted demo is replaced.
-    analyze(model="antiberty", data=source, out_dir=out_dir, limit=limit, properties="default,contact_ranges",
-            overwrite=True)  # fmt: skip
-    probe(model="antiberty", data=source, out_dir=out_dir / "probe", limit=limit)
-    report(run_dir=out_dir)
-    console.print(f"plmlens demo: results in [bold]{out_dir.resolve()}[/]", highlight=False)
+    done = []
+    for run in DEMO_RUNS:
+        if run.package and importlib.util.find_spec(run.package) is None:
+            console.print(f"[yellow]skipped[/] {run.name}: the optional package {run.package} is not installed")
+            continue
+        console.rule(f"[bold]{run.name}[/]")
+        run_dir = out_dir / run.name
+        # The demo always computes afresh: a checkpoint left by an interrupted demo is replaced.
+        analyze(model=run.model, data=run.data(protein_set), out_dir=run_dir, properties="default,contact_ranges",
+                overwrite=True, random_init=run.random_init)  # fmt: skip
+        probe(model=run.model, data=run.data(protein_set), out_dir=run_dir / "probe", random_init=run.random_init)
+        report(run_dir=run_dir)
+        done.append(run_dir)
+    console.rule("[bold]compare[/]")
+    compare(run_dirs=done, out_dir=out_dir)
+    minutes = (time.perf_counter() - started) / 60
+    console.print(
+        f"plmlens demo: {len(done)} models in {minutes:.1f} min; open [bold]{(out_dir / 'compare.html').resolve()}[/] "
+        f"and each model's report.html in {out_dir.resolve()}/<model>/",
+        highlight=False,
+    )

@@ -94,6 +94,50 @@ def proteins_describe(
         console.print(f"wrote {json_path}")
 
 
+def save_with_progress(source: str, path: Path, limit: int | None = None) -> Path:
+    """Read a SOURCE once, with a progress bar, and save it as a protein set (`plmlens.proteins.store`)."""
+    from plmlens.proteins.store import save_protein_set
+
+    text = source if limit is None else f"{source}{',' if '::' in source else '::'}limit={limit}"
+    records = iter_records(text)
+    with Progress(
+        TextColumn("[bold]read[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("proteins"),
+        TextColumn("{task.fields[skipped]} skipped"), TimeElapsedColumn(), console=console, transient=False,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("read", total=limit, skipped=0)
+
+        def counted(items):
+            skipped = 0
+            for record in items:
+                if isinstance(record, Skipped):
+                    skipped += 1
+                    progress.update(task, skipped=skipped)
+                else:
+                    progress.advance(task)
+                yield record
+
+        return save_protein_set(counted(records), path, source=text)
+
+
+@proteins_app.command("save")
+def proteins_save(
+    source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
+    out_path: Annotated[Path, typer.Option("--out", help="The protein set to write (NAME.proteins.npz).")],
+    limit: Annotated[int | None, typer.Option(help="Stop after N proteins.")] = None,
+) -> None:
+    """Read and annotate a SOURCE once (DSSP, binding sites) and save it as a protein set, a source that
+    describe, analyze and probe then read in seconds."""
+    from plmlens.proteins.store import SUFFIX
+
+    if not out_path.name.endswith(SUFFIX):
+        raise fail(f"{out_path}: a protein set's name ends with {SUFFIX}")
+    try:
+        path = save_with_progress(source, out_path, limit)
+    except SourceError as error:
+        raise fail(str(error)) from None
+    console.print(f"wrote {path}; use it as --data {path}", highlight=False)
+
+
 @proteins_app.command("sources")
 def proteins_sources() -> None:
     """Explain the SOURCE syntax and its options."""

@@ -21,6 +21,7 @@ from plmlens.proteins.promod3 import StructureDB
 from plmlens.proteins.record import SS_CLASSES, STANDARD_AMINO_ACIDS, Protein, ProteinError
 from plmlens.proteins.skips import Skipped
 from plmlens.proteins.sources import Source, SourceError, iter_proteins, iter_records, load_proteins
+from plmlens.proteins.store import read_protein_set, save_protein_set
 from plmlens.proteins.structure import StructureOptions, read_structure_file
 
 __all__ = [
@@ -43,9 +44,11 @@ __all__ = [
     "load_proteins",
     "read_dataset",
     "read_fasta",
+    "read_protein_set",
     "read_structure_file",
     "record_to_protein",
     "residues_near",
+    "save_protein_set",
     "variable_domain_end",
     "virtual_cb",
 ]

@@ -20,6 +20,9 @@ What LOCATION holds is recognised from the file itself, in this order:
     ``secondary_structure``, the paper's binding-site and PTM label files.
 ``fasta``
     ``*.fasta``, ``*.fa``, ``*.faa``, ``*.fas``: sequence only.
+``protein set``
+    ``*.proteins.npz``: the records of another source as read and annotated once (``plmlens proteins
+    save``; see `plmlens.proteins.store`).
 ``structures``
     PDB/mmCIF files (``.pdb``, ``.ent``, ``.cif``, ``.mmcif``, gzip allowed): one file, a directory
     (searched recursively) or a glob.
@@ -45,6 +48,9 @@ Options (those that do not apply to a kind are rejected, so typos do not pass si
 ``antibody``       any source: keep only chains that look like immunoglobulin variable domains
                    (conserved Cys–Trp core and a J-region motif; catches antibodies and TCRs), e.g.
                    ``promod3::antibody,variable_domain``
+``chain_type=``    any: keep only antibody ``heavy`` or ``light`` chains; the type comes from MANIFEST.tsv for the
+                   antibody benchmark, from the sequence elsewhere (`antibody_chain_type`), e.g.
+                   ``antibodies::variable_domain,chain_type=heavy``, ``promod3::antibody,chain_type=light``
 ``limit=N``        any: stop after N proteins
 =================  ================================================================================
 
@@ -67,12 +73,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plmlens.proteins.annotations import cut_variable_domain, looks_like_variable_domain
+from plmlens.proteins.annotations import (
+    CHAIN_TYPES,
+    antibody_chain_type,
+    cut_variable_domain,
+    looks_like_variable_domain,
+)
 from plmlens.proteins.datasets import read_dataset, read_fasta
 from plmlens.proteins.promod3 import DEFAULT_PATH as PROMOD3_PATH
 from plmlens.proteins.promod3 import StructureDB, is_structure_db
 from plmlens.proteins.record import Protein, ProteinError
 from plmlens.proteins.skips import Skipped
+from plmlens.proteins.store import is_protein_set, read_protein_set
 from plmlens.proteins.structure import (
     BINDING_SITE_SOURCES,
     StructureOptions,
@@ -160,6 +172,7 @@ _KIND_OPTIONS = {
     "promod3": {"min_length", "max_length", "ids"},
     "dataset": set(),
     "fasta": set(),
+    "proteinset": set(),
     "structures": {"min_length", "chains", "binding_sites", "cutoff", "partner", "dssp"},
 }
 
@@ -177,6 +190,8 @@ def detect_kind(path: Path) -> str:
         return "promod3"
     if path.name.lower().endswith(FASTA_SUFFIXES):
         return "fasta"
+    if is_protein_set(path):
+        return "proteinset"
     return "structures"
 
 
@@ -271,11 +286,19 @@ def _read_antibodies(source: Source, path: Path) -> Iterator[Protein | Skipped]:
             yield record
 
 
+def _read_protein_set(source: Source, path: Path) -> Iterator[Protein | Skipped]:
+    try:
+        yield from read_protein_set(path)
+    except ProteinError as error:
+        raise SourceError(str(error)) from None
+
+
 _READERS: dict[str, Callable[[Source, Path], Iterator[Protein | Skipped]]] = {
     "antibodies": _read_antibodies,
     "promod3": _read_promod3,
     "dataset": lambda source, path: read_dataset(path),
     "fasta": lambda source, path: read_fasta(path),
+    "proteinset": _read_protein_set,
     "structures": _read_structures,
 }
 
@@ -293,7 +316,7 @@ def iter_records(source: str | Source) -> Iterator[Protein | Skipped]:
     if not path.exists() and not glob.glob(source.location, recursive=True):
         raise SourceError(f"{source.location}: no such file, directory or glob match")
     kind = detect_kind(path)
-    allowed = _KIND_OPTIONS[kind] | {"limit", "variable_domain", "antibody"}
+    allowed = _KIND_OPTIONS[kind] | {"limit", "variable_domain", "antibody", "chain_type"}
     unknown = sorted(set(source.options) - allowed)
     if unknown:
         raise SourceError(
@@ -303,11 +326,18 @@ def iter_records(source: str | Source) -> Iterator[Protein | Skipped]:
     limit = source._take("limit", int)
     fv = bool(source._take("variable_domain", _flag, False))
     antibody = bool(source._take("antibody", _flag, False))
-    return _limited(_READERS[kind](source, path), limit, fv, antibody)  # type: ignore[arg-type]
+    chain_type = source.options.get("chain_type")
+    if chain_type is not None and chain_type not in CHAIN_TYPES:
+        raise SourceError(f"{source.text}: chain_type must be one of {', '.join(CHAIN_TYPES)}, not {chain_type!r}")
+    return _limited(_READERS[kind](source, path), limit, fv, antibody, chain_type)  # type: ignore[arg-type]
 
 
 def _limited(
-    records: Iterator[Protein | Skipped], limit: int | None, fv: bool, antibody: bool = False
+    records: Iterator[Protein | Skipped],
+    limit: int | None,
+    fv: bool,
+    antibody: bool = False,
+    chain_type: str | None = None,
 ) -> Iterator[Protein | Skipped]:
     kept = 0
     for record in records:
@@ -315,6 +345,11 @@ def _limited(
             return
         if antibody and isinstance(record, Protein) and not looks_like_variable_domain(record.sequence):
             continue
+        if chain_type is not None and isinstance(record, Protein):
+            if "chain_type" not in record.meta:
+                record.meta["chain_type"] = antibody_chain_type(record.sequence) or "other"
+            if record.meta["chain_type"] != chain_type:
+                continue
         if fv and isinstance(record, Protein):
             try:
                 record = cut_variable_domain(record)

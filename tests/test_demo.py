@@ -1,0 +1,38 @@
+"""`plmlens demo` end to end on a few real antibody chains: every offline model on its chain type, the
+random-weights control, probes, reports and the comparison."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from plmlens.cli import app
+
+
+@pytest.mark.integration
+def test_demo_compares_every_offline_model(shared_data, tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--limit", "10", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    runs = ["antiberty", "sapiens-heavy", "sapiens-light", "iglm", "antiberty-random"]
+    for run in runs:
+        assert (out / run / "report.html").is_file() and (out / run / "probe" / "probes.csv").is_file(), run
+    models = pd.read_csv(out / "models.csv").set_index("run_dir")
+    assert len(models) == 5 and (out / "compare.html").is_file()
+    rows = {run: models.loc[str(out / run)] for run in runs}
+    assert rows["sapiens-heavy"]["data"].endswith("chain_type=heavy")
+    assert rows["sapiens-light"]["data"].endswith("chain_type=light")
+    assert rows["iglm"]["support"] == "causal" and rows["antiberty"]["support"] == "full"
+    # The paper's random-weights control: no attention above θ; the pretrained model has plenty.
+    assert bool(rows["antiberty-random"]["random_init"]) and rows["antiberty-random"]["n_arcs_total"] == 0
+    assert rows["antiberty"]["n_arcs_total"] > 1000
+    summaries = {run: json.loads((out / run / "summary.json").read_text()) for run in runs}
+    heavy, light = summaries["sapiens-heavy"]["n_proteins"], summaries["sapiens-light"]["n_proteins"]
+    assert heavy > 0 and light > 0 and heavy + light <= summaries["antiberty"]["n_proteins"]
+    # Layer 0 (the embedding layer) is probed for every model.
+    for run in runs:
+        probes = pd.read_csv(out / run / "probe" / "probes.csv")
+        assert 0 in set(probes[probes.representation == "embedding"].layer), run
