@@ -34,9 +34,21 @@ def _spm_vocab(specials: list[str]) -> list[tuple[str, float]]:
     return [(t, 0.0) for t in specials] + [("\u2581" + c, -1.0 - i) for i, c in enumerate(SPM_ORDER)]
 
 
-def _build(kind: str):
-    """(model, tokenizer, spaced, replaces rare letters) for one architecture, tiny and random."""
+def _build(kind: str, directory: Path | None = None):
+    """(model, tokenizer, spaced, replaces rare letters) for one architecture, tiny and random (ESM's
+    tokenizer reads a vocabulary file, written into `directory`)."""
     torch.manual_seed(0)
+    if kind == "esm":
+        if directory is None:
+            raise ValueError("the ESM tokenizer needs a directory for its vocabulary file")
+        vocab_file = directory / "vocab.txt"
+        vocab_file.write_text("\n".join(ESM_VOCAB) + "\n")
+        config = transformers.EsmConfig(
+            vocab_size=33, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
+            max_position_embeddings=66, position_embedding_type="rotary", pad_token_id=1, mask_token_id=32,
+            token_dropout=True, initializer_range=0.4,
+        )  # fmt: skip
+        return transformers.EsmModel(config), transformers.EsmTokenizer(str(vocab_file)), False, False
     if kind == "protbert":
         vocab = {t: i for i, t in enumerate(PROTBERT_VOCAB)}
         tok = transformers.BertTokenizer(vocab=vocab, do_lower_case=False)
@@ -77,8 +89,6 @@ def _build(kind: str):
             is_encoder_decoder=False,
         )  # fmt: skip
         return transformers.T5EncoderModel(config), tok, True, True
-    if kind == "esm":
-        return None, None, False, False  # built in tiny_dir: EsmTokenizer needs a vocabulary file
     if kind == "sapiens":
         tok = word_level_tokenizer(
             SAPIENS_VOCAB, "<s> $A </s>", ["<s>", "</s>"],
@@ -110,19 +120,7 @@ def tiny(request, tmp_path_factory):
     """A tiny model saved with save_pretrained: (kind, directory, spaced, replaces rare letters)."""
     kind = request.param
     directory = tmp_path_factory.mktemp(kind)
-    if kind == "esm":
-        vocab_file = directory / "vocab.txt"
-        vocab_file.write_text("\n".join(ESM_VOCAB) + "\n")
-        tok = transformers.EsmTokenizer(str(vocab_file))
-        torch.manual_seed(0)
-        config = transformers.EsmConfig(
-            vocab_size=33, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
-            max_position_embeddings=66, position_embedding_type="rotary", pad_token_id=1, mask_token_id=32,
-            token_dropout=True, initializer_range=0.4,
-        )  # fmt: skip
-        model, spaced, rare = transformers.EsmModel(config), False, False
-    else:
-        model, tok, spaced, rare = _build(kind)
+    model, tok, spaced, rare = _build(kind, directory)
     model.save_pretrained(directory)
     tok.save_pretrained(directory)
     return kind, directory, spaced, rare

@@ -16,7 +16,7 @@ import torch
 import transformers
 from typer.testing import CliRunner
 
-from models_fixtures import ESM_VOCAB, antibody_chains
+from models_fixtures import antibody_chains
 from plmlens.analysis import CheckpointError, analyze
 from plmlens.cli import app
 from plmlens.models import ModelAdapter, ModelLoadError, load_model
@@ -36,19 +36,7 @@ def save_tiny(kind: str, directory: Path, *, shift: bool = True) -> tuple[Path, 
     With `shift`, every parameter is moved by 0.1 to 0.2 before saving, standing in for trained weights.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    if kind == "esm":
-        vocab_file = directory / "vocab.txt"
-        vocab_file.write_text("\n".join(ESM_VOCAB) + "\n")
-        tokenizer = transformers.EsmTokenizer(str(vocab_file))
-        torch.manual_seed(0)
-        config = transformers.EsmConfig(
-            vocab_size=33, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40,
-            max_position_embeddings=66, position_embedding_type="rotary", pad_token_id=1, mask_token_id=32,
-            token_dropout=True, initializer_range=0.4,
-        )  # fmt: skip
-        model, spaced = transformers.EsmModel(config), False
-    else:
-        model, tokenizer, spaced, _ = _build(kind)
+    model, tokenizer, spaced, _ = _build(kind, directory)
     if shift:
         generator = torch.Generator().manual_seed(1)
         with torch.no_grad():

@@ -384,13 +384,7 @@ def compare_layer_profiles(
         ax.set_title(label(prop))
         ax.set_xlabel("Relative depth (layer / layers)")
         ax.set_ylabel("% attention, mean over heads")
-    named = {}
-    for ax in axes:
-        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
-            named.setdefault(name, handle)
-    if named:
-        fig.legend(list(named.values()), list(named), loc="outside lower center", ncols=min(4, len(named)),
-                   frameon=False)  # fmt: skip
+    _shared_legend(fig, axes, max_columns=4)
     return fig
 
 
@@ -464,12 +458,7 @@ def compare_probe_curves(probes: dict[str, pd.DataFrame], max_columns: int = 3) 
         ax.set_title(name)
         ax.set_xlabel("Layer (0: embedding output)" if (frame["layer"] == 0).any() else "Layer")
         ax.set_ylabel("Score")
-    named = {}
-    for ax in axes:
-        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
-            named.setdefault(name, handle)
-    if named:
-        fig.legend(list(named.values()), list(named), loc="outside lower center", ncols=2, frameon=False)
+    _shared_legend(fig, axes, max_columns=2)
     fig.suptitle("Probes per layer: embedding (solid) and attention (dashed) probes; dotted: chance")
     return fig
 
@@ -493,3 +482,14 @@ __all__ = [
     "save_figure",
     "top_heads_figure",
 ]
+
+
+def _shared_legend(fig: Figure, axes, max_columns: int) -> None:
+    """One legend below the panels for every line any panel labels (each label once)."""
+    named = {}
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            named.setdefault(name, handle)
+    if named:
+        fig.legend(list(named.values()), list(named), loc="outside lower center", ncols=min(max_columns, len(named)),
+                   frameon=False)  # fmt: skip
