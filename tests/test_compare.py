@@ -3,6 +3,7 @@ support, probe curves with layer 0, the CLI, and compare.html in a real headless
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -20,6 +21,7 @@ from plmlens.report import CompareError, compare_runs, figures, load_run
 from plmlens.report.compare import (
     fmt_p,
     fmt_percent,
+    structural_properties,
     top_heads_table,
     unique_names,
     write_compare_figures,
@@ -223,8 +225,10 @@ def test_page_notes_and_rounding(compared):
     assert "data:image/png;base64," in text
     assert "mixes datasets" not in text and "random-weight control" not in text
     assert "No probe results" in text and "deep30 and wide12" in text  # runs without probes are named
-    # Shown numbers are rounded to at most 3 significant digits (outside the inlined images and scripts).
-    markup = re.sub(r"<script>.*?</script>|base64,[A-Za-z0-9+/=]+", "", text, flags=re.S)
+    # Shown numbers are rounded to at most 3 significant digits (outside inlined images, scripts, their data
+    # and styles, e.g. where the clickable cells lie).
+    hidden = r"<script[^>]*>.*?</script>|<style>.*?</style>|style=\"[^\"]*\"|base64,[A-Za-z0-9+/=]+"
+    markup = re.sub(hidden, "", text, flags=re.S)
     decimals = re.findall(r"\d+\.\d+", markup)
     assert decimals and all(len(d.replace(".", "").lstrip("0")) <= 3 for d in decimals), decimals
     assert not re.search(r"""(src|href)=["']https?://""", markup)
@@ -345,3 +349,46 @@ def test_compare_html_loads_in_headless_chromium(compared, tmp_path):
     assert json.loads(attributes.get("errors", "null")) == [], attributes
     n_images = len([key for key in written if key.startswith("figures/") and key.endswith(".png")])
     assert n_images == 7 and attributes.get("images") == attributes.get("decoded") == str(n_images), attributes
+
+
+def test_compare_heatmaps_are_clickable(compared):
+    out, _ = compared
+    page = (out / "compare.html").read_text()
+    properties = structural_properties([load_run(run) for run in pd.read_csv(out / "models.csv")["run_dir"]])
+    for name, (layers, heads) in SHAPES.items():
+        # One button per head of each model, in every property's heatmap.
+        assert page.count(f'class="cell" data-key="{html.escape(name)}"') == layers * heads * len(properties), name
+    assert 'id="compare-heads"' in page and 'data-head-scope="key"' in page
+
+
+@pytest.mark.integration
+def test_clicking_a_compared_head_shows_its_statistics(compared, tmp_path):
+    out, _ = compared
+    name, (layers, heads) = list(SHAPES.items())[2]
+    script = f"""<script>
+window.addEventListener("load", () => setTimeout(() => {{
+  document.querySelector('.cells .cell[data-key="{name}"][data-layer="{layers}"][data-head="{heads}"]').click();
+  setTimeout(() => {{
+    const status = document.getElementById("explorer-status");
+    document.body.dataset.after = status.dataset.head;
+    document.body.dataset.rows = String(document.querySelectorAll("#explorer-table tr").length - 1);
+    document.body.dataset.selected = String(document.querySelectorAll(".cells .cell.selected").length);
+  }}, 500);
+}}, 500));
+</script></body>"""
+    clicked = out / "clicked.html"
+    clicked.write_text((out / "compare.html").read_text().replace("</body>", script))
+    command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-background-networking", "--proxy-server=127.0.0.1:9", "--virtual-time-budget=10000",
+               f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", clicked.resolve().as_uri()]  # fmt: skip
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    body = re.search(r"<body([^>]*)>", dom.stdout)
+    assert body, dom.stderr[-2000:]
+    attributes = dict(re.findall(r'data-(\w+)="([^"]*)"', body.group(1)))
+    assert attributes.get("after") == f"{name} {layers}-{heads}", attributes
+    # Every property of that model's heads.csv, and the head selected in that model's panels only.
+    run = load_run(pd.read_csv(out / "models.csv")["run_dir"][2])
+    assert int(attributes["rows"]) == run.heads["property"].nunique()
+    assert int(attributes["selected"]) == len(
+        structural_properties([load_run(r) for r in pd.read_csv(out / "models.csv")["run_dir"]])
+    )

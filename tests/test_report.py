@@ -142,3 +142,187 @@ def test_page_without_ngl_is_a_clear_error(monkeypatch):
             page("x", "")
     finally:
         view_module.ngl_javascript.cache_clear()
+
+
+def texts_outside_canvas(fig) -> list[str]:
+    """Drawn, non-empty texts whose extent leaves the figure (tick labels only where the tick is in view)."""
+    import matplotlib
+
+    fig.canvas.draw()
+    renderer, box = fig.canvas.get_renderer(), fig.bbox
+    tick_labels, drawn = set(), []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                tick_labels.update({id(tick.label1), id(tick.label2)})
+                if low - 1e-9 <= tick.get_loc() <= high + 1e-9:
+                    drawn += [t for t in (tick.label1, tick.label2) if t.get_visible()]
+    drawn += [t for t in fig.findobj(matplotlib.text.Text) if id(t) not in tick_labels and t.get_visible()]
+    outside = []
+    for text in drawn:
+        if text.get_text().strip():
+            e = text.get_window_extent(renderer)
+            if e.x0 < box.x0 - 1 or e.y0 < box.y0 - 1 or e.x1 > box.x1 + 1 or e.y1 > box.y1 + 1:
+                outside.append(text.get_text())
+    return outside
+
+
+@pytest.mark.parametrize(("n_layers", "n_heads"), [(8, 8), (30, 16)])
+def test_report_figures_keep_every_text_inside_the_canvas(n_layers, n_heads):
+    import matplotlib.pyplot as plt
+
+    from plmlens.proteins import STANDARD_AMINO_ACIDS
+
+    heads = synthetic_heads(n_layers, n_heads)
+    # The longest label ("Contact (12–23)") made the heatmap title overflow on narrow models.
+    heads.loc[heads["property"] == "contact", "property"] = "contact_medium"
+    amino = pd.concat([synthetic_heads(n_layers, n_heads, seed=1).assign(property=f"aa_{a}")
+                       for a in STANDARD_AMINO_ACIDS])  # fmt: skip
+    layers = pd.DataFrame([{"property": p, "layer": k, "mean_proportion": 0.1 + 0.01 * k}
+                           for p in figures.LABELS for k in range(1, n_layers + 1)])  # fmt: skip
+    probes = pd.DataFrame([{"task": t, "metric": m, "representation": r, "layer": k, "value": 0.5, "chance": 0.1}
+                           for t, m in figures.PROBE_METRICS.items() for r in ("embedding", "attention")
+                           for k in range(n_layers + 1)])  # fmt: skip
+    built = {
+        "heads": figures.head_heatmap(heads, "contact_medium"),
+        "top": figures.top_heads_figure(heads, "contact_medium"),
+        "layers": figures.layer_profiles(layers, {p: n_layers / 2 for p in figures.LABELS}, list(figures.LABELS)),
+        "amino_acids": figures.amino_acid_heatmaps(amino),
+        "blosum": figures.blosum_figure(np.eye(20), 0.18591591918095768),
+        "probes": figures.probe_curves(probes),
+    }
+    try:
+        for name, fig in built.items():
+            assert texts_outside_canvas(fig) == [], name
+    finally:
+        for fig in built.values():
+            plt.close(fig)
+
+
+def synthetic_examples(protein: Protein, n_layers: int = 2, n_heads: int = 3):
+    """Examples over `protein` and a second protein: head 1-1 has more arcs above θ on the second."""
+    from plmlens.report.interactive import ExampleCollector
+
+    other = protein.subset(slice(0, 25))
+    other.id = "syn.B"
+    collector = ExampleCollector(n_layers, n_heads, theta=0.3, min_weight=0.05)
+    rng = np.random.default_rng(1)
+    for record in (protein, other):
+        n = len(record)
+        for layer in range(n_layers):
+            attention = rng.dirichlet(np.full(n, 0.05), size=(n_heads, n)).astype(np.float32)
+            if record is other and layer == 0:
+                attention[0] = np.eye(n, k=1) * 0.6 + np.eye(n, k=-1) * 0.35  # 1-1: 2n - 2 arcs above θ
+            collector.add(record, layer, attention)
+    return collector, other
+
+
+def test_example_collector_keeps_each_heads_best_proteins_compactly(tmp_path):
+    import base64
+
+    protein, _ = small_run(tmp_path)
+    collector, _ = synthetic_examples(protein)
+    examples = collector.select(per_head=1)
+    assert [e.protein.id for e in examples.examples][examples.top[0][0]] == "syn.B"
+    assert len(examples.top) == 6 and all(len(t) == 1 for t in examples.top)
+    assert len({e.protein.id for e in examples.examples}) == len(examples.examples)  # deduplicated
+    example = next(e for e in examples.examples if e.protein.id == "syn.B")
+    assert example.counts[0] == 2 * 25 - 2
+    assert example.w.dtype == np.float16 and example.w.min() >= 0.05 and (example.i != example.j).all()
+    encoded = example.encoded(6)
+    offsets = np.frombuffer(base64.b64decode(encoded["offsets"]), "<i4")
+    weights = np.frombuffer(base64.b64decode(encoded["w"]), "<f2")
+    i = np.frombuffer(base64.b64decode(encoded["i"]), "<u2")
+    j = np.frombuffer(base64.b64decode(encoded["j"]), "<u2")
+    assert offsets[-1] == len(weights) == len(example.w)
+    head_one = slice(offsets[0], offsets[1])
+    assert sorted(zip(i[head_one].tolist(), j[head_one].tolist(), strict=True)) == sorted(
+        [(k, k + 1) for k in range(24)] + [(k + 1, k) for k in range(24)]
+    )
+    assert np.allclose(weights[head_one].astype(float), np.where(i[head_one] < j[head_one], 0.6, 0.35), atol=1e-3)
+    per_head = collector.select(per_head=2)
+    assert all(len(t) == 2 and len(set(t)) == 2 for t in per_head.top)
+
+
+def test_marked_chain_pdb_fades_residues_the_model_did_not_see(tmp_path, pdb_builder):
+    from plmlens.report.view import marked_chain_pdb
+
+    builder = pdb_builder()
+    for number in range(1, 31):
+        builder.residue("LEU", "H", number, line_positions(30, 3.8)[number - 1])
+    path = tmp_path / "fab.pdb"
+    path.write_text(builder.text())
+    domain = Protein(id="fab.H", sequence="L" * 20, source=str(path), chain="H", ca=line_positions(20, 3.8),
+                     meta={"variable_domain": (1, 20)})  # fmt: skip
+    pdb, representation = marked_chain_pdb(domain)
+    atoms = [line for line in pdb.splitlines() if line.startswith("ATOM")]
+    marks = {int(line[22:26]): float(line[60:66]) for line in atoms}
+    assert representation == "cartoon"
+    assert all(marks[n] == 1.0 for n in range(1, 21)) and all(marks[n] == 0.0 for n in range(21, 31))
+    assert {line[12:16].strip() for line in atoms} <= {"N", "CA", "C", "O", "CB"}
+    from plmlens.report.interactive import analysed_text
+
+    assert analysed_text(domain) == "chain H, residues 1–20: 20 residues, the variable domain"
+
+
+def test_report_numbers_are_rounded_and_heatmaps_clickable(tmp_path):
+    protein, _ = small_run(tmp_path)
+    collector, _ = synthetic_examples(protein)
+    text = build_report(tmp_path, examples=collector.select()).read_text()
+    markup = re.sub(r"<script[^>]*>.*?</script>", "", text, flags=re.S)
+    markup = re.sub(r"base64,[A-Za-z0-9+/=]+", "", markup)
+    assert not re.findall(r"\d\.\d{4,}", markup)  # e.g. "r = 0.18591591918095768" before
+    assert re.search(r"model r = (–|-?\d\.?\d{0,3}),", markup)
+    from plmlens.report.interactive import fmt_number, fmt_p, fmt_percent
+
+    assert (fmt_number(0.18591591918095768), fmt_percent(0.18591), fmt_p(1.234e-7)) == ("0.186", "18.6%", "1.2e-07")
+    assert re.search(r"<td>\d+\.\d%</td>", markup)  # proportions as percentages, one decimal
+    from plmlens.report.run_report import _table
+
+    shown = _table(pd.DataFrame({"head": ["8-8"], "n_arcs": [1234], "proportion": [0.18591], "enrichment": [1.23456],
+                                 "p_bonferroni": [1.234e-7], "significant": [True]}))  # fmt: skip
+    cells = re.findall(r"<td>(.*?)</td>", shown)
+    assert cells[1:] == ["1234", "18.6%", "1.23", "1.2e-07", "True"] and 'data-layer="8" data-head="8"' in cells[0]
+    cells = re.findall(r'<button class="cell" data-key="contact" data-layer="(\d)" data-head="(\d)"', markup)
+    assert sorted(set(cells)) == [(str(a), str(b)) for a in (1, 2) for b in (1, 2, 3)] and len(cells) == 6
+    data = json.loads(re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', text,
+                                flags=re.S).group(1).replace("<\\/", "</"))  # fmt: skip
+    assert {p["id"] for p in data["examples"]["proteins"]} == {"syn.A", "syn.B"}
+    assert set(data["stats"]) >= {"contact", "binding_site", "helix", "aa_A"}
+    assert len(data["stats"]["contact"]["proportion"]) == 6
+    without = build_report(tmp_path, examples_note="model offline").read_text()
+    assert "No 3D view: model offline." in without and '<div class="stage" id="explorer-stage">' not in without
+
+
+@pytest.mark.integration
+def test_clicking_a_head_draws_it_on_the_structure(tmp_path):
+    protein, _ = small_run(tmp_path / "run")
+    collector, _ = synthetic_examples(protein)
+    examples = collector.select()
+    path = build_report(tmp_path / "run", examples=examples, draw_weight=0.1)
+    from plmlens.report.run_report import _initial_head
+
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    initial = "-".join(map(str, _initial_head(summary, pd.read_csv(tmp_path / "run" / "heads.csv"))))
+    layer, head = (2, 3) if initial != "2-3" else (1, 2)
+    flat = (layer - 1) * 3 + head - 1
+    best = examples.examples[examples.top[flat][0]]
+    expected = int((best.w[best.head == flat].astype(np.float32) >= np.float32(0.1)).sum())
+    script = f"""<script>
+window.addEventListener("load", () => setTimeout(() => {{
+  const status = document.getElementById("explorer-status");
+  document.body.dataset.before = status.dataset.head + "|" + status.dataset.arcs;
+  document.querySelector('.cells .cell[data-key="contact"][data-layer="{layer}"][data-head="{head}"]').click();
+  setTimeout(() => {{
+    document.body.dataset.after = status.dataset.head + "|" + status.dataset.arcs + "|" + status.dataset.protein;
+  }}, 1500);
+}}, 1000));
+</script></body>"""
+    clicked = tmp_path / "clicked.html"
+    clicked.write_text(path.read_text().replace("</body>", script))
+    attributes, _, logged = render(clicked, tmp_path)
+    assert logged == [] and json.loads(attributes.get("errors", "null")) == [], attributes
+    assert attributes["before"].split("|")[0] == initial
+    assert attributes["after"] == f"{layer}-{head}|{expected}|{best.protein.id}"
+    assert attributes.get("stages") == "1"

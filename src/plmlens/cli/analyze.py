@@ -8,10 +8,25 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from plmlens.cli.common import DEVICE_HELP, DTYPE_HELP, SOURCE_HELP, app, console, fail, load_model_or_exit, out
+from plmlens.cli.common import (
+    DEVICE_HELP,
+    DTYPE_HELP,
+    SOURCE_HELP,
+    Column,
+    FormatOption,
+    OutputFormat,
+    app,
+    console,
+    fail,
+    load_model_or_exit,
+    out,
+    print_note,
+    print_table,
+    progress_bar,
+    resolve_format,
+)
 from plmlens.proteins import SourceError, iter_records
 
 
@@ -48,7 +63,8 @@ def _exit_if_complete(out_dir: Path, adapter, properties, data: str, part, **set
     differences = fingerprint_differences(finished, current)
     if differences:
         raise fail(f"{out_dir} holds a finished run with other settings ({'; '.join(differences)}); use --overwrite")
-    out.print(f"{out_dir}: this run is already complete; nothing to resume", highlight=False)
+    # On stdout even in CSV mode: it is the command's only result (scripts read it from there).
+    out.print(f"{out_dir}: this run is already complete; nothing to resume", highlight=False, markup=False)
     raise typer.Exit(0)
 
 
@@ -84,13 +100,17 @@ def analyze(
         bool, typer.Option("--random-init", help="Control: the model's architecture with fresh random weights.")
     ] = False,
     init_seed: Annotated[int, typer.Option(help="Seed of the --random-init weights.")] = 0,
+    fmt: FormatOption = OutputFormat.auto,
 ) -> None:
     """Measure how every attention head aligns with contacts, binding sites, PTMs, secondary structure
     and amino acids, with significance tests, a null model and layer profiles.
 
     Under `torchrun --nproc-per-node=K -m plmlens analyze ...` each rank takes every K-th batch and
     rank 0 writes the result. SIGTERM or Ctrl-C saves a checkpoint; run the same command with --resume.
+
+    At the end it prints the top head per property; --format csv|json prints it as data (see `print_top_heads`).
     """
+    fmt = resolve_format(fmt)
     from plmlens.analysis import CheckpointError, RunInterrupted, get_properties, save_shard
     from plmlens.analysis import analyze as run_analysis
     from plmlens.distributed import Shard, destroy_process_group, init_process_group
@@ -120,10 +140,10 @@ def analyze(
         where = f" × {group.world_size} ranks" if group.distributed else ""
         console.print(f"analyze: {adapter!r} on {adapter.device}{where}, [bold]{escape(data)}[/]", highlight=False)
     try:
-        with Progress(
+        with progress_bar(
             TextColumn("[bold]analyze[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("proteins"),
             TextColumn("{task.fields[rate]:,.0f} residues/s"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, disable=not group.is_main,
+            disable=not group.is_main,
         ) as progress:  # fmt: skip
             share = None if limit is None else -(-limit // ((part.count if part else 1) * group.world_size))
             task = progress.add_task("analyze", total=share, rate=0.0)
@@ -160,62 +180,91 @@ def analyze(
         return
     info = result.info
     efficiency = info["padding_efficiency"]
-    out.print(
+    print_note(
         f"{result.accumulator.n_proteins:,} proteins, {result.accumulator.n_residues:,} residues, "
         f"{info['n_skipped']} skipped, {info['residues_per_second'] or 0:,.0f} residues/s, "
         f"padding efficiency {100 * (efficiency or 0):.0f}%",
-        highlight=False,
+        fmt,
     )
     if part is not None:
-        out.print(f"wrote shard {part} to {out_dir}; sum the shards with `plmlens merge DIR... --out DIR`")
+        where = escape(str(out_dir))
+        print_note(f"wrote shard {part} to {where}; sum the shards with `plmlens merge DIR... --out DIR`", fmt)
         return
     summary = json.loads((out_dir / "summary.json").read_text())
-    print_top_heads(summary)
+    print_top_heads(summary, fmt)
     if random_init and summary.get("n_arcs_total") is not None:
-        out.print(
+        print_note(
             f"random weights (seed {init_seed}): {summary['n_arcs_total']:,} high-confidence arcs "
             f"(attention > {summary['threshold']}) over all heads",
-            highlight=False,
+            fmt,
         )
-    out.print(f"wrote {out_dir}/heads.csv, layers.csv, amino_acids.csv, summary.json", highlight=False)
+    print_note(f"wrote {escape(str(out_dir))}/heads.csv, layers.csv, amino_acids.csv, summary.json", fmt)
 
 
-def print_top_heads(summary: dict) -> None:
-    """The top head per property and the BLOSUM62 correlation, as the end of `analyze` and `merge` shows them."""
-    table = Table(title="top head per property", show_edge=False)
-    for column in ("property", "head", "proportion", "background", "null", "significant"):
-        table.add_column(column)
-    for name, top in summary["top_heads"].items():
-        if name.startswith("aa_"):
-            continue
-        table.add_row(
-            name, top["head"], f"{100 * top['proportion']:.1f}%", f"{100 * top['background']:.2f}%",
-            f"{100 * (top['null_proportion'] or 0):.1f}%", "yes" if top["significant"] else "no",
-        )  # fmt: skip
+def _percent(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
+#: The terminal table of `print_top_heads`; CSV and JSON carry the rows of `top_head_rows` as they are.
+TOP_HEAD_COLUMNS = (
+    Column("property"),
+    Column("head"),
+    Column("proportion", lambda row: _percent(row["proportion"], 1)),
+    Column("background", lambda row: _percent(row["background"], 2)),
+    Column("null", lambda row: _percent(row["null_proportion"] or 0, 1)),
+    Column("significant", lambda row: "yes" if row["significant"] else "no"),
+)
+
+
+def top_head_rows(summary: dict) -> list[dict]:
+    """The top head of each property (amino acids left out) from a run's summary.json: ``property`` and the
+    summary's fields (``head``, ``proportion``, ``background``, ``null_proportion``, ``significant``, ...)."""
+    return [{"property": name, **top} for name, top in summary["top_heads"].items() if not name.startswith("aa_")]
+
+
+def print_top_heads(summary: dict, fmt: OutputFormat | str = OutputFormat.auto) -> None:
+    """The top head per property and the BLOSUM62 correlation, as the end of `analyze` and `merge` shows them.
+
+    Parameters
+    ----------
+    summary : dict
+        A run's summary.json.
+    fmt : OutputFormat or str
+        ``table``, ``csv`` or ``json`` (the rows of `top_head_rows`, proportions as fractions), or ``auto``.
+        In CSV and JSON the BLOSUM62 line goes to stderr.
+    """
+    caption = None
     if summary.get("support") == "causal":
-        table.caption = "causal model: null model and backgrounds over the attendable pairs j ≤ i"
-    out.print(table)
+        caption = "causal model: null model and backgrounds over the attendable pairs j ≤ i"
+    print_table(top_head_rows(summary), TOP_HEAD_COLUMNS, fmt, title="top head per property", caption=caption,
+                show_edge=False)  # fmt: skip
     blosum = summary["blosum62_correlation"]
 
-    def fmt(r: float | None) -> str:
+    def signed(r: float | None) -> str:
         return "n/a" if r is None else f"{r:+.3f}"
 
-    out.print(f"attention similarity vs BLOSUM62: r = {fmt(blosum['model'])} (null model: {fmt(blosum['null'])})")
+    model, null = signed(blosum["model"]), signed(blosum["null"])
+    print_note(f"attention similarity vs BLOSUM62: r = {model} (null model: {null})", fmt)
 
 
 @app.command()
 def merge(
     run_dirs: Annotated[list[Path], typer.Argument(help="Output directories of `analyze --shard i/K`, all K.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the merged heads.csv, layers.csv, ...")],
+    fmt: FormatOption = OutputFormat.auto,
 ) -> None:
-    """Sum the shards of one run (`plmlens analyze --shard i/K`) into the result of a single run."""
+    """Sum the shards of one run (`plmlens analyze --shard i/K`) into the result of a single run.
+
+    At the end it prints the top head per property; --format csv|json prints it as data.
+    """
     from plmlens.analysis import MergeError, merge_runs
 
+    fmt = resolve_format(fmt)
     try:
         result = merge_runs(run_dirs)
     except MergeError as error:
         raise fail(str(error)) from None
     paths = result.save(out_dir)
-    out.print(f"merged {len(run_dirs)} shards: {result.accumulator.n_proteins:,} proteins", highlight=False)
-    print_top_heads(json.loads(paths["summary"].read_text()))
-    out.print(f"wrote {out_dir}/heads.csv, layers.csv, amino_acids.csv, summary.json", highlight=False)
+    print_note(f"merged {len(run_dirs)} shards: {result.accumulator.n_proteins:,} proteins", fmt)
+    print_top_heads(json.loads(paths["summary"].read_text()), fmt)
+    print_note(f"wrote {escape(str(out_dir))}/heads.csv, layers.csv, amino_acids.csv, summary.json", fmt)

@@ -9,9 +9,18 @@ from typing import Annotated
 import pandas as pd
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from plmlens.cli.common import app, console, fail, out
+from plmlens.cli.common import (
+    Column,
+    FormatOption,
+    OutputFormat,
+    app,
+    fail,
+    print_note,
+    print_table,
+    resolve_format,
+    status,
+)
 
 
 @app.command()
@@ -26,25 +35,57 @@ def compare(
     allow_mixed: Annotated[
         bool, typer.Option("--allow-mixed", help="Compare runs made with different attention thresholds θ.")
     ] = False,
+    fmt: FormatOption = OutputFormat.auto,
 ) -> None:
-    """Compare runs of several models: tables, figures with one panel per model, and compare.html."""
-    from plmlens.report.compare import CompareError, compare_runs, fmt_count, fmt_parameters
+    """Compare runs of several models: tables, figures with one panel per model, and compare.html.
 
+    It prints the compared models; --format csv|json prints every column of models.csv in full instead.
+    """
+    from plmlens.report.compare import CompareError, compare_runs
+
+    fmt = resolve_format(fmt)
     try:
-        with console.status("comparing runs"):
+        with status("comparing runs"):
             written = compare_runs(run_dirs, out_dir, allow_mixed=allow_mixed)
     except CompareError as error:
         raise fail(str(error)) from None
-    table = Table(title="Compared models")
-    for column in ("model", "layers × heads", "parameters", "data", "θ", "support", "arcs > θ"):
-        text = column in ("model", "data")
-        table.add_column(column, justify="left" if text else "right", overflow="fold" if text else "ellipsis")
-    for row in pd.read_csv(written["models.csv"]).to_dict("records"):
-        table.add_row(escape(str(row["name"])), row["layers × heads"], fmt_parameters(row["parameters"]),
-                      escape(_short_source(str(row["data"]))), f"{row['threshold']:g}", row["support"],
-                      fmt_count(row["n_arcs_total"]))  # fmt: skip
-    out.print(table)
-    out.print(f"wrote {written['compare.html']} (CSV tables and figures/ beside it)", highlight=False)
+    print_compared_models(written["models.csv"], fmt)
+    print_note(f"wrote {escape(str(written['compare.html']))} (CSV tables and figures/ beside it)", fmt)
+
+
+_INTEGER_COLUMNS = ("layers", "heads", "parameters", "n_proteins", "n_residues", "init_seed", "n_arcs_total")
+
+
+def _compared_columns() -> tuple[Column, ...]:
+    from plmlens.report.compare import fmt_count, fmt_parameters
+
+    return (
+        Column("model", lambda row: str(row["name"])),
+        Column("layers × heads", justify="right"),
+        Column("parameters", lambda row: fmt_parameters(row["parameters"]), justify="right"),
+        Column("data", lambda row: _short_source(str(row["data"]))),
+        Column("θ", lambda row: f"{row['threshold']:g}", justify="right"),
+        Column("support", justify="right"),
+        Column("arcs > θ", lambda row: fmt_count(row["n_arcs_total"]), justify="right"),
+    )
+
+
+def print_compared_models(models_csv: Path, fmt: OutputFormat | str = OutputFormat.auto) -> None:
+    """The "Compared models" table from a comparison's models.csv.
+
+    Parameters
+    ----------
+    models_csv : Path
+        Written by `plmlens.report.compare.compare_runs`.
+    fmt : OutputFormat or str
+        ``table`` shows the main columns (data cut to its file name); ``csv`` and ``json`` carry every column of
+        models.csv in full, with missing values empty (CSV) or null (JSON); ``auto`` picks as `resolve_format`.
+    """
+    frame = pd.read_csv(models_csv)
+    # Counts with gaps (a model without a parameter count) stay integers rather than turning into floats.
+    frame = frame.astype({name: "Int64" for name in _INTEGER_COLUMNS if name in frame})
+    rows = frame.to_dict("records")
+    print_table(rows, _compared_columns(), fmt, title="Compared models")
 
 
 def _short_source(source: str) -> str:

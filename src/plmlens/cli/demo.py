@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from plmlens.cli.analyze import analyze
-from plmlens.cli.common import app, console, default_source, fail
+from plmlens.cli.common import OutputFormat, app, console, default_source, fail
 from plmlens.cli.compare import compare
 from plmlens.cli.probe import probe
 from plmlens.cli.proteins import describe_with_progress, print_description, save_with_progress
@@ -54,13 +54,16 @@ def demo(
     binding site; ProMod3's antibody chains where those are absent): analyze, probe and report for each,
     then compare them all in compare.html."""
     started = time.perf_counter()
+    # The demo prints several different tables, which no single CSV could hold: tables also in a pipe or log,
+    # printed as wide as they need there, so that nothing is cut.
+    fmt = OutputFormat.table
     source = default_source()
     console.print(f"plmlens demo: the built-in data [bold]{source}[/]", highlight=False)
     protein_set = out_dir / "proteins.proteins.npz"
     try:
         # DSSP and binding sites once, for every command and model below.
         save_with_progress(source, protein_set, limit)
-        print_description(source, describe_with_progress(str(protein_set), None))
+        print_description(source, describe_with_progress(str(protein_set), None), fmt)
     except SourceError as error:
         raise fail(str(error)) from None
     done = []
@@ -72,12 +75,14 @@ def demo(
         run_dir = out_dir / run.name
         # The demo always computes afresh: a checkpoint left by an interrupted demo is replaced.
         analyze(model=run.model, data=run.data(protein_set), out_dir=run_dir, properties="default,contact_ranges",
-                overwrite=True, random_init=run.random_init)  # fmt: skip
-        probe(model=run.model, data=run.data(protein_set), out_dir=run_dir / "probe", random_init=run.random_init)
-        report(run_dir=run_dir)
+                overwrite=True, random_init=run.random_init, fmt=fmt)  # fmt: skip
+        probe(model=run.model, data=run.data(protein_set), out_dir=run_dir / "probe", random_init=run.random_init,
+              fmt=fmt)  # fmt: skip
+        # A dozen candidate proteins per model for the report's 3D examples keeps the demo within minutes.
+        report(run_dir=run_dir, candidates=12)
         done.append(run_dir)
     console.rule("[bold]compare[/]")
-    compare(run_dirs=done, out_dir=out_dir)
+    compare(run_dirs=done, out_dir=out_dir, fmt=fmt)
     minutes = (time.perf_counter() - started) / 60
     console.print(
         f"plmlens demo: {len(done)} models in {minutes:.1f} min; open [bold]{(out_dir / 'compare.html').resolve()}[/] "

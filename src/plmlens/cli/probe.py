@@ -7,9 +7,24 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-from plmlens.cli.common import DEVICE_HELP, DTYPE_HELP, SOURCE_HELP, app, console, fail, load_model_or_exit, out
+from plmlens.cli.common import (
+    DEVICE_HELP,
+    DTYPE_HELP,
+    SOURCE_HELP,
+    FormatOption,
+    OutputFormat,
+    app,
+    console,
+    fail,
+    load_model_or_exit,
+    out,
+    print_note,
+    print_table,
+    progress_bar,
+    resolve_format,
+)
 from plmlens.proteins import SourceError, iter_records
 
 
@@ -34,13 +49,18 @@ def probe(
         bool, typer.Option("--random-init", help="Control: the model's architecture with fresh random weights.")
     ] = False,
     init_seed: Annotated[int, typer.Option(help="Seed of the --random-init weights.")] = 0,
+    fmt: FormatOption = OutputFormat.auto,
 ) -> None:
     """Linear probes per layer on embeddings and attention, and contact regression over all heads.
 
     Layer 0 is the embedding layer's output (embedding probes only); layers 1 to L the transformer layers.
 
     Under torchrun every rank extracts features from its share of the proteins and rank 0 fits the probes.
+
+    --format csv|json prints one row per task, representation, layer and metric (the rows of probes.csv), then
+    the contact regression's rows (task contact_regression, metric precision, with range and k).
     """
+    fmt = resolve_format(fmt)
     from plmlens.distributed import destroy_process_group, init_process_group
     from plmlens.models import resolve_device
     from plmlens.probing import TASKS
@@ -62,9 +82,9 @@ def probe(
     adapter = load_model_or_exit(model, str(torch_device), dtype, random_init=random_init, init_seed=init_seed)
     if group.is_main:
         console.print(f"probe: {adapter!r} on {adapter.device}, [bold]{escape(data)}[/]", highlight=False)
-    with Progress(
+    with progress_bar(
         TextColumn("[bold]probe {task.fields[phase]}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
-        TimeElapsedColumn(), console=console, disable=not group.is_main,
+        TimeElapsedColumn(), disable=not group.is_main,
     ) as progress:  # fmt: skip
         task = progress.add_task("probe", total=None, phase="load")
 
@@ -83,6 +103,38 @@ def probe(
         return
     result.info["data"] = data
     result.save(out_dir)
+    print_probe_results(result, fmt)
+    print_note(f"wrote {escape(str(out_dir))}/probes.csv, contact_regression.csv, summary.json", fmt)
+
+
+def probe_rows(result) -> list[dict]:
+    """A `ProbeResult` as one table: the rows of probes.csv (``task``, ``representation``, ``layer``, ``metric``,
+    ``value``, ``n_train``, ``n_test``, ``chance``), then one row per contact-regression score with task
+    ``contact_regression``, representation ``attention``, metric ``precision`` and its ``range`` and ``k``."""
+    rows = result.probes.to_dict("records")
+    for row in result.contact_regression.to_dict("records"):
+        rows.append({"task": "contact_regression", "representation": "attention", "layer": None,
+                     "metric": "precision", "value": row["precision"], "n_train": None, "n_test": row["n_test"],
+                     "chance": row["chance"], "range": row["range"], "k": row["k"]})  # fmt: skip
+    return rows
+
+
+def print_probe_results(result, fmt: OutputFormat | str = OutputFormat.auto) -> None:
+    """Print a `ProbeResult`: one line per task, representation and metric with its value per layer (and one per
+    contact-regression score) on a terminal, or the rows of `probe_rows` as CSV or JSON.
+
+    Parameters
+    ----------
+    result : ProbeResult
+        What `plmlens.probing.probe` returned.
+    fmt : OutputFormat or str
+        ``auto``, ``table``, ``csv`` or ``json``.
+    """
+    fmt = resolve_format(fmt)
+    if fmt is not OutputFormat.table:
+        print_table(probe_rows(result), (), fmt)
+        return
+    # The terminal form keeps a task's whole layer profile on one line, which a table could not show.
     probes = result.probes
     for (task_name, representation, metric), rows in probes.groupby(["task", "representation", "metric"], sort=False):
         rows = rows.sort_values("layer")
@@ -90,9 +142,7 @@ def probe(
         span = f"{rows.layer.iloc[0]}-{rows.layer.iloc[-1]}"
         chance = rows.chance.iloc[0]
         out.print(f"{task_name:<20} {representation:<10} {metric:<18} layers {span}: {values}  (chance {chance:.2f})",
-                  highlight=False, soft_wrap=True)  # fmt: skip
+                  highlight=False, markup=False, soft_wrap=True)  # fmt: skip
     for _, row in result.contact_regression.iterrows():
         line = f"contact regression {row['range']:<7} P@{row['k']:<4} {row.precision:.3f}  (chance {row.chance:.3f})"
-        out.print(line,
-                  highlight=False, soft_wrap=True)  # fmt: skip
-    out.print(f"wrote {out_dir}/probes.csv, contact_regression.csv, summary.json", highlight=False)
+        out.print(line, highlight=False, markup=False, soft_wrap=True)

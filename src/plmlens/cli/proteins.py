@@ -8,10 +8,23 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-from plmlens.cli.common import SOURCE_HELP, app, console, fail, out
+from plmlens.cli.common import (
+    SOURCE_HELP,
+    Column,
+    FormatOption,
+    OutputFormat,
+    app,
+    console,
+    fail,
+    out,
+    print_note,
+    print_table,
+    progress_bar,
+    resolve_format,
+    write_json,
+)
 from plmlens.ioutils import write_text_atomic
 from plmlens.proteins import Description, SourceError, describe, iter_records
 from plmlens.proteins.record import Protein
@@ -24,10 +37,10 @@ app.add_typer(proteins_app, name="proteins")
 def describe_with_progress(source: str, limit: int | None) -> Description:
     text = source if limit is None else f"{source}{',' if '::' in source else '::'}limit={limit}"
     records = iter_records(text)
-    with Progress(
+    with progress_bar(
         TextColumn("[bold]describe[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("proteins"),
         TextColumn("{task.fields[residues]:,} residues"), TextColumn("{task.fields[skipped]} skipped"),
-        TimeElapsedColumn(), console=console, transient=False,
+        TimeElapsedColumn(), transient=False,
     ) as progress:  # fmt: skip
         task = progress.add_task("describe", total=limit, residues=0, skipped=0)
         state = {"residues": 0, "skipped": 0}
@@ -51,29 +64,55 @@ def _format_share(value: float | None) -> str:
     return "n/a (no labels)" if value is None else f"{100 * value:.2f}%"
 
 
-def print_description(source: str, result: Description) -> None:
-    """Human-readable summary of a `Description`."""
-    out.print(f"[bold]{source}[/]: {result.n_proteins:,} proteins, {result.n_residues:,} residues, "
-              f"{len(result.skipped)} skipped", highlight=False)  # fmt: skip
+#: The terminal table of background frequencies; CSV carries the rows of `background_rows` as they are.
+BACKGROUND_COLUMNS = (
+    Column("annotation"),
+    Column("share", lambda row: _format_share(row["share"]), justify="right"),
+    Column("hits / defined", lambda row: f"{row['hits']:,} / {row['total']:,}", justify="right"),
+)
+
+
+def background_rows(result: Description) -> list[dict]:
+    """One row per annotation: ``annotation``, ``share`` (a fraction, None without labels), ``hits``, ``total``."""
+    return [
+        {"annotation": name, "share": counter.share, "hits": counter.hits, "total": counter.total}
+        for name, counter in result.counters.items()
+    ]
+
+
+def print_description(source: str, result: Description, fmt: OutputFormat | str = OutputFormat.table) -> None:
+    """Print a `Description`: a summary and the background frequencies.
+
+    Parameters
+    ----------
+    source : str
+        The SOURCE it describes.
+    result : Description
+        What `describe` counted.
+    fmt : OutputFormat or str
+        ``table``: the summary and a table; ``csv``: the background frequencies on stdout, the summary on
+        stderr; ``json``: on stdout the object ``--json PATH`` writes (``source`` and `Description.to_dict`).
+    """
+    fmt = resolve_format(fmt)
+    if fmt is OutputFormat.json:
+        write_json({"source": source, **result.to_dict()})
+        return
+    print_note(f"[bold]{escape(source)}[/]: {result.n_proteins:,} proteins, {result.n_residues:,} residues, "
+               f"{len(result.skipped)} skipped", fmt)  # fmt: skip
     lengths = result.length_distribution()
     if lengths:
-        out.print(
-            "lengths: " + ", ".join(f"{k} {v:,.0f}" if k != "mean" else f"{k} {v:,.1f}" for k, v in lengths.items())
+        print_note(
+            "lengths: " + ", ".join(f"{k} {v:,.0f}" if k != "mean" else f"{k} {v:,.1f}" for k, v in lengths.items()),
+            fmt,
         )
-    table = Table(title="background frequencies", show_edge=False)
-    table.add_column("annotation")
-    table.add_column("share", justify="right")
-    table.add_column("hits / defined", justify="right")
-    for name, counter in result.counters.items():
-        table.add_row(name, _format_share(counter.share), f"{counter.hits:,} / {counter.total:,}")
-    out.print(table)
+    print_table(background_rows(result), BACKGROUND_COLUMNS, fmt, title="background frequencies", show_edge=False)
     if result.skipped:
         reasons: dict[str, int] = {}
         for skipped in result.skipped:
             reasons[skipped.reason] = reasons.get(skipped.reason, 0) + 1
-        out.print("skipped, by reason:")
+        print_note("skipped, by reason:", fmt)
         for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:20]:
-            out.print(f"  {count:5d}  {reason}", highlight=False)
+            print_note(f"  {count:5d}  {escape(reason)}", fmt)
 
 
 @proteins_app.command("describe")
@@ -81,13 +120,19 @@ def proteins_describe(
     source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     limit: Annotated[int | None, typer.Option(help="Stop after N proteins.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
+    fmt: FormatOption = OutputFormat.auto,
 ) -> None:
-    """How many proteins and residues a SOURCE holds, their lengths, and annotation backgrounds."""
+    """How many proteins and residues a SOURCE holds, their lengths, and annotation backgrounds.
+
+    --format csv prints the background frequencies (annotation, share, hits, total; the summary goes to stderr);
+    --format json prints the same object as --json PATH writes.
+    """
+    fmt = resolve_format(fmt)
     try:
         result = describe_with_progress(source, limit)
     except SourceError as error:
         raise fail(str(error)) from None
-    print_description(source, result)
+    print_description(source, result, fmt)
     if json_path is not None:
         payload = {"source": source, **result.to_dict()}
         write_text_atomic(json_path, json.dumps(payload, indent=2) + "\n")
@@ -100,9 +145,9 @@ def save_with_progress(source: str, path: Path, limit: int | None = None) -> Pat
 
     text = source if limit is None else f"{source}{',' if '::' in source else '::'}limit={limit}"
     records = iter_records(text)
-    with Progress(
+    with progress_bar(
         TextColumn("[bold]read[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("proteins"),
-        TextColumn("{task.fields[skipped]} skipped"), TimeElapsedColumn(), console=console, transient=False,
+        TextColumn("{task.fields[skipped]} skipped"), TimeElapsedColumn(), transient=False,
     ) as progress:  # fmt: skip
         task = progress.add_task("read", total=limit, skipped=0)
 

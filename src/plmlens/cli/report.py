@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from plmlens.cli.common import DEVICE_HELP, DTYPE_HELP, app, console, fail, load_model_or_exit, out
+from plmlens.cli.common import DEVICE_HELP, DTYPE_HELP, app, console, fail, load_model_or_exit, out, status
 from plmlens.proteins import iter_proteins
 from plmlens.proteins.record import Protein
 
@@ -69,14 +69,27 @@ def show(
     out.print(f"wrote {out_path} ({len(view.arcs())} arcs ≥ {min_weight})", highlight=False)
 
 
-def _example_views(summary: dict, run_dir: Path, min_weight: float) -> list:
-    """3D views of the top contact and binding-site heads on the run's first protein with a binding site."""
+def _examples(summary: dict, candidates: int, per_head: int, min_arc_weight: float, batch_size: int = 4):
+    """Example proteins for the report's head explorer, or why there are none.
+
+    Runs up to `candidates` proteins of the run's data through the model once, counts each head's arcs
+    above the run's θ per protein, and keeps, for every head, its `per_head` proteins with the most arcs
+    (their arcs ≥ `min_arc_weight`, all heads, float16).
+
+    Returns
+    -------
+    (ExampleSet or None, str or None)
+        The examples, or None and a one-line reason (e.g. the model cannot be loaded offline).
+    """
+    from itertools import islice
+
     from plmlens.models import ModelLoadError, load_model
+    from plmlens.proteins import SourceError
+    from plmlens.report.interactive import ExampleCollector
 
     data = summary.get("data")
-    heads = {p: summary["top_heads"][p]["head"] for p in ("contact", "binding_site") if p in summary["top_heads"]}
-    if not data or not heads:
-        return []
+    if not data:
+        return None, "the run does not name its data"
     described = summary["model"]
     # A random-weights run is drawn with the weights it ran with: the same seed draws them again.
     random_init, init_seed = bool(described.get("random_init")), described.get("init_seed") or 0
@@ -84,23 +97,24 @@ def _example_views(summary: dict, run_dir: Path, min_weight: float) -> list:
         adapter = load_model(described["name"], random_init=random_init, seed=init_seed)
     except ModelLoadError as error:
         console.print(f"[yellow]no 3D views:[/] {escape(str(error))}", soft_wrap=True)
-        return []
-    example = None
-    for k, protein in enumerate(iter_proteins(data)):
-        if example is None or (protein.binding_site is not None and protein.binding_site.any()):
-            example = protein
-            if protein.binding_site is not None and protein.binding_site.any():
-                break
-        if k >= 50:
-            break
-    if example is None:
-        return []
-    weights = f" (random weights, seed {init_seed})" if random_init else ""
-    return [
-        _head_view(adapter, example, *(int(x) for x in head.split("-")), min_weight,
-                   f"Top {prop.replace('_', ' ')} head {head} on {example.id}{weights}")
-        for prop, head in heads.items()
-    ]  # fmt: skip
+        return None, f"the model {described['name']} could not be loaded ({str(error).splitlines()[0]})"
+    try:
+        proteins = list(islice(iter_proteins(data), candidates))
+    except (SourceError, OSError) as error:
+        return None, f"the run's data {data} could not be read ({error})"
+    if not proteins:
+        return None, f"the run's data {data} has no proteins"
+    collector = ExampleCollector(adapter.n_layers, adapter.n_heads, float(summary["threshold"]), min_arc_weight)
+    max_length = int(summary.get("max_length") or 512)
+    for start in range(0, len(proteins), batch_size):
+        batch = proteins[start : start + batch_size]
+        for output in adapter.iter_layers(batch, max_length=max_length, hidden_states=False):
+            for b, protein in enumerate(batch):
+                n = int(output.lengths[b])
+                # Truncated proteins keep their first residues: the record is cut to match.
+                seen = protein if n == len(protein) else protein.subset(slice(0, n))
+                collector.add(seen, output.layer, output.attention[b].numpy())
+    return collector.select(per_head), None
 
 
 @app.command()
@@ -108,19 +122,38 @@ def report(
     run_dir: Annotated[
         Path, typer.Argument(help="Directory written by `plmlens analyze` (and `probe --out RUN_DIR/probe`).")
     ],
-    views: Annotated[bool, typer.Option(help="Include 3D views of the top contact and binding-site heads.")] = True,
-    min_weight: Annotated[float, typer.Option(help="Hide arcs lighter than this in 3D views.")] = 0.1,
+    views: Annotated[
+        bool, typer.Option(help="Run example proteins through the model for the head explorer's 3D view.")
+    ] = True,
+    min_weight: Annotated[float, typer.Option(help="Hide arcs lighter than this in the 3D view at first.")] = 0.1,
+    candidates: Annotated[int, typer.Option(help="Proteins of the run's data run to choose examples from.")] = 30,
+    examples_per_head: Annotated[int, typer.Option(help="Example proteins offered per head.")] = 3,
+    min_arc_weight: Annotated[
+        float, typer.Option(help="Lightest arc kept for the 3D view (lower: larger page).")
+    ] = 0.05,
 ) -> None:
-    """The paper's figures (PNG + SVG in RUN_DIR/figures) and one self-contained RUN_DIR/report.html."""
-    from plmlens.report import ViewerError, build_report
+    """The paper's figures (PNG + SVG in RUN_DIR/figures) and one self-contained RUN_DIR/report.html, whose
+    head heatmaps are clickable: a head's statistics and its attention on example proteins in 3D."""
+    from plmlens.report import ViewerError, build_report, ngl_javascript
 
     if not (run_dir / "summary.json").exists():
         raise fail(f"{run_dir}: no summary.json (run `plmlens analyze --out {run_dir}` first)")
     summary = json.loads((run_dir / "summary.json").read_text())
-    with console.status("building figures and report"):
-        example_views = _example_views(summary, run_dir, min_weight) if views else []
+    missing_ngl = None
+    if views:
         try:
-            path = build_report(run_dir, example_views)
+            ngl_javascript()
+        except ViewerError as error:
+            # Everything but the 3D views still renders; say once how to get them.
+            console.print(f"[yellow]no 3D views:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+            views, missing_ngl = False, str(error)
+    with status("building figures and report"):
+        if views:
+            examples, note = _examples(summary, candidates, examples_per_head, min(min_arc_weight, min_weight))
+        else:
+            examples, note = None, missing_ngl or "3D views were left out (--no-views)"
+        try:
+            path = build_report(run_dir, examples=examples, examples_note=note, draw_weight=min_weight)
         except ViewerError as error:
             raise fail(str(error)) from None
     out.print(f"wrote {path} and {run_dir / 'figures'}/", highlight=False)

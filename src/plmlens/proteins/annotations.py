@@ -116,6 +116,10 @@ def residues_near(
     ndarray of bool, shape (n_residues,)
     """
     out = np.zeros(n_residues, dtype=bool)
+    # Damaged files can hold NaN or infinite coordinates, which the KD-tree refuses: such atoms touch nothing.
+    partner_atoms = partner_atoms[np.isfinite(partner_atoms).all(axis=1)]
+    finite = np.isfinite(residue_atoms).all(axis=1)
+    residue_atoms, atom_residue = residue_atoms[finite], atom_residue[finite]
     if len(residue_atoms) == 0 or len(partner_atoms) == 0:
         return out
     distances, _ = cKDTree(partner_atoms).query(residue_atoms, k=1, distance_upper_bound=cutoff)

@@ -8,7 +8,7 @@ read with `safe_loads`.
 from __future__ import annotations
 
 import json
-import pickle
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,15 +46,27 @@ def iter_lmdb(path: str | Path) -> Iterator[tuple[str, Any | Exception]]:
     except lmdb.Error as error:
         raise ProteinError(f"{path}: cannot open LMDB: {error}") from None
     try:
+        # LMDB memory-maps its file and trusts it: reading a page past the end of a truncated file kills
+        # the process with SIGBUS, so check the size against the last page the header says is in use.
+        data_file = path / "data.mdb" if path.is_dir() else path
+        needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        if os.path.getsize(data_file) < needed:
+            raise ProteinError(f"{path}: truncated LMDB ({os.path.getsize(data_file):,} of {needed:,} bytes)")
         with env.begin() as txn:
-            try:
-                raw = txn.get(b"num_examples")
-                count = int(safe_loads(raw)) if raw is not None else None
-            except (pickle.UnpicklingError, EOFError, ValueError, TypeError, lmdb.Error) as error:
-                raise ProteinError(f"{path}: corrupt num_examples: {error}") from None
-            if count is None:
+            raw = txn.get(b"num_examples")
+            if raw is None:
                 raise ProteinError(f"{path}: not a TAPE-style LMDB (no 'num_examples' key)")
-            for index in range(count):
+            try:
+                count = safe_loads(raw)
+                count = int(count) if not isinstance(count, float) or count.is_integer() else None
+            except Exception as error:  # any corrupt pickle (bad opcode, refused global, inf, a list ...)
+                raise ProteinError(f"{path}: corrupt num_examples: {' '.join(str(error).split())}") from None
+            if count is None or count < 0:
+                raise ProteinError(f"{path}: corrupt num_examples: not a count")
+            # A corrupt count must not turn into billions of "missing" records: there are at most as many
+            # records as keys besides num_examples.
+            stored = env.stat()["entries"] - 1
+            for index in range(min(count, stored)):
                 key = str(index)
                 try:
                     raw = txn.get(key.encode())
@@ -67,6 +79,8 @@ def iter_lmdb(path: str | Path) -> Iterator[tuple[str, Any | Exception]]:
                     yield key, error
                     continue
                 yield key, record
+            if count > stored:
+                yield "num_examples", ValueError(f"num_examples is {count:,} but only {stored:,} other keys are stored")
     except lmdb.Error as error:
         raise ProteinError(f"{path}: corrupt LMDB: {error}") from None
     finally:
@@ -77,9 +91,9 @@ def iter_json(path: str | Path) -> Iterator[tuple[str, Any | Exception]]:
     """Records of a TAPE JSON dataset (a list of dicts) as ``(index, dict)``."""
     path = Path(path)
     try:
-        records = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ProteinError(f"{path}: cannot read JSON dataset: {error}") from None
+        records = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as error:  # RecursionError: nesting too deep
+        raise ProteinError(f"{path}: cannot read JSON dataset: {' '.join(str(error).split())}") from None
     if not isinstance(records, list):
         raise ProteinError(f"{path}: a TAPE JSON dataset is a list of records")
     for index, record in enumerate(records):
@@ -127,8 +141,19 @@ def record_to_protein(record: dict, source: str, key: str) -> Protein:
     """
     record_id = str(record.get("id", key))
     where = f"{source}: {record_id} (record {key})"
+    try:
+        return _record_to_protein(record, source, record_id, where)
+    except ProteinError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError) as error:
+        # Fields of the wrong type or content (ragged lists, text where numbers belong, bad UTF-8 ...).
+        detail = " ".join(f"{type(error).__name__}: {error}".split())
+        raise ProteinError(f"{where}: malformed record: {detail[:200]}") from None
+
+
+def _record_to_protein(record: dict, source: str, record_id: str, where: str) -> Protein:
     kind = dataset_kind(record)
-    if kind is None:
+    if kind is None or "primary" not in record:
         raise ProteinError(f"{where}: no 'primary' sequence")
     sequence = record["primary"]
     if isinstance(sequence, bytes):
@@ -161,11 +186,13 @@ def record_to_protein(record: dict, source: str, key: str) -> Protein:
         else:
             # ss3 alone (H, E, C) cannot tell Turn/Bend from coil: keep helix and strand only.
             labels = per_residue("ss3", (n,)).astype(int)
+            if labels.min(initial=0) < 0 or labels.max(initial=0) > 2:
+                raise ProteinError(f"{where}: 'ss3' labels outside 0..2")  # a negative index would pass silently
             fields["dssp"] = "".join("HE-"[i] for i in labels)
     elif kind in ("binding_sites", "ptm"):
         positions = np.asarray(record["positions"]).astype(np.int64)
         if positions.shape != (n,):
-            raise ProteinError(f"{where}: {positions.shape[0]} positions for {n} residues")
+            raise ProteinError(f"{where}: positions of shape {positions.shape} for {n} residues")
         labelled = record["sites" if kind == "binding_sites" else "modifications"]
         mask = np.isin(positions, np.asarray(list(labelled), dtype=np.int64))
         fields["residue_numbers"] = positions
@@ -176,8 +203,10 @@ def record_to_protein(record: dict, source: str, key: str) -> Protein:
 def read_dataset(path: str | Path) -> Iterator[Protein | Skipped]:
     """Yield the `Protein` records of a TAPE / provis dataset file (LMDB or JSON)."""
     path = Path(path)
+    empty = True
     try:
         for key, record in iter_dataset_records(path):
+            empty = False
             if isinstance(record, Exception):
                 yield Skipped(str(path), key, f"unreadable record: {record}")
                 continue
@@ -187,6 +216,10 @@ def read_dataset(path: str | Path) -> Iterator[Protein | Skipped]:
                 yield Skipped(str(path), str(record.get("id", key)), str(error).split(": ", 2)[-1])
     except ProteinError as error:
         yield Skipped(str(path), None, str(error).removeprefix(f"{path}: "))
+        return
+    if empty:
+        # Silence would look like a dataset that was read: say that there was nothing to read.
+        yield Skipped(str(path), None, "no records")
 
 
 def read_fasta(path: str | Path) -> Iterator[Protein | Skipped]:

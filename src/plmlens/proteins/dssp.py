@@ -19,6 +19,10 @@ ResidueKey = tuple[str, int, str]  # chain, author number, insertion code
 _HEADER = "HEADER    PLMLENS DSSP INPUT                      01-JAN-00   XXXX              \n"
 
 
+#: Seconds one mkdssp run may take (a large structure takes a few): a pathological input must not hang a run.
+MKDSSP_TIMEOUT = 300
+
+
 class DsspError(RuntimeError):
     """DSSP could not be computed for a structure."""
 
@@ -54,7 +58,10 @@ def parse_dssp(text: str) -> dict[ResidueKey, str]:
     for line in lines:
         if len(line) < 17 or line[13] == "!":
             continue
-        number = int(line[5:10])
+        try:
+            number = int(line[5:10])
+        except ValueError:  # a residue number DSSP could not write in its five columns: no key to match
+            continue
         letter = line[16]
         states[(line[11], number, line[10].strip())] = letter if letter in "HGIEBTS" else SS_COIL
     return states
@@ -76,9 +83,13 @@ def run_mkdssp(structure: gemmi.Structure) -> dict[ResidueKey, str]:
         out = Path(tmp) / "out.dssp"
         options = gemmi.PdbWriteOptions(minimal=True)
         pdb.write_text(_HEADER + structure.make_pdb_string(options))
-        result = subprocess.run(
-            [exe, "--output-format", "dssp", str(pdb), str(out)], capture_output=True, text=True, check=False
-        )
+        try:
+            result = subprocess.run(
+                [exe, "--output-format", "dssp", str(pdb), str(out)],
+                capture_output=True, text=True, check=False, timeout=MKDSSP_TIMEOUT,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise DsspError(f"mkdssp took longer than {MKDSSP_TIMEOUT} s") from None
         if result.returncode != 0 or not out.exists():
             message = (result.stderr or result.stdout).strip().splitlines()
             raise DsspError(f"mkdssp failed: {message[-1] if message else 'no output'}")

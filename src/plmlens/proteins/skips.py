@@ -23,6 +23,12 @@ class Skipped:
     record: str | None
     reason: str
 
+    def __post_init__(self) -> None:
+        # One line, always: ids and messages from damaged files can hold newlines or tabs.
+        if self.record is not None:
+            object.__setattr__(self, "record", " ".join(str(self.record).split()) or repr(self.record))
+        object.__setattr__(self, "reason", " ".join(str(self.reason).split()))
+
     def __str__(self) -> str:
         where = self.source if self.record is None else f"{self.source} [{self.record}]"
         return f"{where}: {self.reason}"

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -102,18 +104,32 @@ def read_protein_set(path: str | Path) -> Iterator[Protein | Skipped]:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["__index__"]))
             arrays = {name: data[name] for name in _ARRAYS}
-    except (OSError, KeyError, ValueError, EOFError) as error:
-        raise ProteinError(f"{path}: not a readable protein set ({str(error).splitlines()[0]})") from None
-    if header.get("format") != FORMAT:
-        raise ProteinError(f"{path}: protein set format {header.get('format')!r}, expected {FORMAT!r}")
-    total = sum(len(item["sequence"]) for item in header["records"] if "skipped" not in item)
-    if any(len(array) != total for array in arrays.values()):
+    # A damaged zip fails on opening (BadZipFile) or only when a member is read (bad CRC, zlib.error);
+    # damaged version or flag fields make zipfile raise NotImplementedError ("zip file version 19.9").
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
+        detail = " ".join(str(error).split()) or type(error).__name__
+        raise ProteinError(f"{path}: not a readable protein set ({detail[:200]})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else header
+        raise ProteinError(f"{path}: protein set format {found!r:.80}, expected {FORMAT!r}")
+    try:
+        records = header["records"]
+        total = sum(len(item["sequence"]) for item in records if "skipped" not in item)
+        bad_arrays = any(
+            not isinstance(array, np.ndarray) or array.ndim == 0 or len(array) != total for array in arrays.values()
+        )  # a member that is not .npy comes back as bytes
+    except (KeyError, TypeError) as error:  # an index that is not a list of record dicts
+        raise ProteinError(f"{path}: damaged protein set index ({type(error).__name__}: {error})") from None
+    if bad_arrays:
         raise ProteinError(f"{path}: per-residue arrays do not match the {total:,} residues of its index")
     offset = 0
     for position, item in enumerate(header["records"]):
         if "skipped" in item:
             skipped = item["skipped"]
-            yield Skipped(skipped["file"], skipped["chain"], skipped["reason"])
+            try:
+                yield Skipped(str(skipped["file"]), skipped["chain"], str(skipped["reason"]))
+            except (KeyError, TypeError):
+                yield Skipped(str(path), str(position), "damaged skipped record in the index")
             continue
         n = len(item["sequence"])
         window = {name: array[offset : offset + n] for name, array in arrays.items()}
@@ -126,7 +142,8 @@ def read_protein_set(path: str | Path) -> Iterator[Protein | Skipped]:
                 binding_site=window["binding_site"] if item["binding_site"] else None,
                 ptm=window["ptm"] if item["ptm"] else None, meta=dict(item["meta"]),
             )  # fmt: skip
-        except (ProteinError, KeyError, TypeError) as error:
+        # ValueError: an array of the wrong dtype (text where coordinates belong).
+        except (ValueError, KeyError, TypeError) as error:
             yield Skipped(str(path), str(item.get("id", position)), str(error).split(": ")[-1])
 
 

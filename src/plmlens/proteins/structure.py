@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,26 +73,72 @@ def is_structure_file(path: Path) -> bool:
     return path.name.lower().endswith(STRUCTURE_SUFFIXES)
 
 
-def read_structure(path: Path) -> gemmi.Structure:
+def _is_cif(path: Path) -> bool:
+    # By suffix, not by substring: "1cif.pdb" is a PDB file.
+    return path.name.lower().removesuffix(".gz").endswith((".cif", ".mmcif"))
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, gunzipped when it starts with the gzip magic (like gemmi, a ``.gz`` that is plain
+    text is read as is), so that gemmi never sees invalid UTF-8 (see below).
+
+    Raises
+    ------
+    ProteinError
+        Naming the file, when it cannot be read or decompressed.
+    """
+    try:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ProteinError(f"{path}: cannot be read: {' '.join(str(error).split())}") from None
+    if _is_cif(path):
+        return data.decode("utf-8", errors="replace")
+    # PDB is ASCII in fixed columns: one "?" per foreign byte keeps the columns, and gemmi never cuts a
+    # multi-byte character in two (which would raise UnicodeDecodeError on a chain or residue name).
+    return data.decode("ascii", errors="replace").replace("\ufffd", "?")
+
+
+def read_structure(path: Path, text: str | None = None) -> gemmi.Structure:
     """Read a PDB/mmCIF file with gemmi, tolerating junk in PDB columns 73–80.
+
+    Parameters
+    ----------
+    path : Path
+        ``.pdb``/``.ent`` or ``.cif``/``.mmcif``, optionally gzipped.
+    text : str, optional
+        The file's text, if already read (see `_read_text`).
 
     Raises
     ------
     ProteinError
         Naming the file, if it cannot be parsed or holds no atoms.
     """
+    text = _read_text(path) if text is None else text
+    # gemmi raises RuntimeError on syntax errors, but also IndexError (a CIF without data blocks),
+    # ValueError or OverflowError (absurd numbers): all mean "not a readable structure".
+    errors = (RuntimeError, ValueError, IndexError, OverflowError)
     try:
-        try:
-            structure = gemmi.read_structure(str(path))
-        except (RuntimeError, ValueError) as first:
-            if "cif" in path.name.lower():
-                raise
-            # Some PDB files carry identifiers in columns 73-80, which gemmi reads as charges.
+        if _is_cif(path):
+            document = gemmi.cif.read_string(text)
+            if len(document) == 0:
+                raise ValueError("no data block")
+            structure = gemmi.make_structure_from_block(document[0])
+            structure.merge_chain_parts()  # as gemmi.read_structure does
+        else:
             try:
-                structure = gemmi.read_pdb(str(path), max_line_length=72)
-            except (RuntimeError, ValueError):
-                raise first from None
-    except (RuntimeError, ValueError, OSError) as error:
+                structure = gemmi.read_pdb_string(text)
+            except errors as first:
+                # Some PDB files carry identifiers in columns 73-80, which gemmi reads as charges.
+                try:
+                    structure = gemmi.read_pdb_string(text, max_line_length=72)
+                except errors:
+                    raise first from None
+            # As gemmi.read_structure does for a PDB file: merged chain parts, named after the file.
+            structure.merge_chain_parts()
+            structure.name = path.name.removesuffix(".gz").removesuffix(".pdb")
+    except errors as error:
         detail = " ".join(str(error).split())
         raise ProteinError(f"{path}: cannot be read as PDB/mmCIF: {detail}") from None
     if len(structure) == 0 or structure[0].count_atom_sites() == 0:
@@ -102,22 +149,22 @@ def read_structure(path: Path) -> gemmi.Structure:
     return structure
 
 
-def _read_text(path: Path) -> str:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", errors="replace") as handle:
-        return handle.read()
-
-
-def site_residues(path: Path) -> set[tuple[str, int, str]]:
+def site_residues(path: Path, text: str | None = None) -> set[tuple[str, int, str]]:
     """Residues named in the file's binding-site records: PDB ``SITE`` or mmCIF ``struct_site_gen``.
+
+    Parameters
+    ----------
+    path : Path
+    text : str, optional
+        The file's text, if already read.
 
     Returns
     -------
     set of (chain, author residue number, insertion code)
     """
     out: set[tuple[str, int, str]] = set()
-    text = _read_text(path)
-    if "cif" in path.name.lower():
+    text = _read_text(path) if text is None else text
+    if _is_cif(path):
         try:
             block = gemmi.cif.read_string(text).sole_block()
         except (RuntimeError, ValueError) as error:
@@ -230,7 +277,9 @@ def read_structure_file(path: str | Path, options: StructureOptions | None = Non
     path = Path(path)
     options = options or StructureOptions()
     try:
-        structure = read_structure(path)
+        text = _read_text(path)
+        structure = read_structure(path, text)
+        sites = site_residues(path, text) if options.binding_sites in ("site", "both") else set()
     except ProteinError as error:
         yield Skipped(str(path), None, str(error).removeprefix(f"{path}: "))
         return
@@ -262,7 +311,6 @@ def read_structure_file(path: str | Path, options: StructureOptions | None = Non
             ):
                 ligands.append(residue)
     ligand_atoms = _heavy_atoms(ligands)
-    sites = site_residues(path) if options.binding_sites in ("site", "both") else set()
 
     dssp_states: dict | None = None
     dssp_error: str | None = None
@@ -340,7 +388,8 @@ def _chain_record(
     has_coords = np.isfinite(backbone[1]).all(axis=1) & np.isfinite(cb).all(axis=1)
 
     names = [r.name for r in residues]
-    keys = [(chain, r.seqid.num, r.seqid.icode.strip()) for r in residues]
+    # gemmi gives no number (None) for a blank or unreadable residue-number field: -1 means unknown.
+    keys = [(chain, -1 if r.seqid.num is None else r.seqid.num, r.seqid.icode.strip()) for r in residues]
     atom_xyz = np.asarray(atoms, dtype=np.float64).reshape(-1, 3)
     atom_index = np.asarray(atom_residue, dtype=np.int64)
 

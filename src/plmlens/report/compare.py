@@ -22,6 +22,7 @@ import pandas as pd
 
 from plmlens.ioutils import write_text_atomic
 from plmlens.report import figures
+from plmlens.report.interactive import HEAD_CLICK_SCRIPT, HeatmapPanel, clickable_heatmap, head_statistics, panel_of
 from plmlens.report.run_report import SUMMARY_PROPERTIES
 from plmlens.report.view import ERROR_CAPTURE, STYLE
 
@@ -300,15 +301,26 @@ def blosum_table(runs: list[Run]) -> pd.DataFrame:
 
 def write_compare_figures(runs: list[Run], out_dir: str | Path) -> dict[str, list[Path]]:
     """Every comparison figure (PNG and SVG) under ``OUT_DIR/figures``, keyed by its stem."""
+    return _write_compare_figures(runs, out_dir)[0]
+
+
+def _write_compare_figures(
+    runs: list[Run], out_dir: str | Path
+) -> tuple[dict[str, list[Path]], dict[str, list[HeatmapPanel]]]:
+    """`write_compare_figures`, and where each model's heatmap lies in each property's PNG (to click)."""
     out = Path(out_dir) / "figures"
     heads = {run.name: run.heads for run in runs}
     shapes = {run.name: (run.n_layers, run.n_heads) for run in runs}
     properties = structural_properties(runs)
     written: dict[str, list[Path]] = {}
+    panels: dict[str, list[HeatmapPanel]] = {}
     for prop in properties:
-        written[f"heads_{prop}"] = figures.save_figure(
-            figures.compare_head_heatmaps(heads, prop, shapes), out / f"heads_{prop}"
-        )
+        heatmaps = figures.compare_head_heatmaps(heads, prop, shapes)
+        written[f"heads_{prop}"] = figures.save_figure(heatmaps, out / f"heads_{prop}")
+        # After saving, when the layout is final; the first axes are the models' panels, in order.
+        panels[prop] = [
+            panel_of(ax, run.name, run.n_layers, run.n_heads) for ax, run in zip(heatmaps.axes, runs, strict=False)
+        ]
         written[f"top_{prop}"] = figures.save_figure(figures.compare_top_heads(heads, prop), out / f"top_{prop}")
     if properties:
         layer_figure = figures.compare_layer_profiles(
@@ -324,7 +336,7 @@ def write_compare_figures(runs: list[Run], out_dir: str | Path) -> dict[str, lis
     probes = {run.name: run.probes for run in runs if run.probes is not None and len(run.probes)}
     if probes:
         written["probes"] = figures.save_figure(figures.compare_probe_curves(probes), out / "probes")
-    return written
+    return written, panels
 
 
 # Numbers as a person reads them; the CSVs keep full precision.
@@ -503,16 +515,72 @@ def _regression_html(runs: list[Run]) -> str:
 
 
 def _page(title: str, body: str) -> str:
-    # No NGL: the comparison has no 3D views, so it needs no script beyond the error capture.
+    # No NGL: the comparison draws no 3D views (each model's report.html does), so it needs none.
+    # data-head-scope="key": a click selects that head in its own model's panels only.
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
-        f"{ERROR_CAPTURE}\n{IMAGE_CHECK}\n{STYLE}\n{COMPARE_STYLE}\n</head>\n"
-        f"<body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+        f"{ERROR_CAPTURE}\n{IMAGE_CHECK}\n{STYLE}\n{COMPARE_STYLE}\n{HEAD_CLICK_SCRIPT}\n</head>\n"
+        f'<body data-head-scope="key">\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n'
     )
 
 
+def _head_explorer(runs: list[Run], out_dir: Path) -> str:
+    """The comparison's head explorer: a clicked head's statistics for every property, from its model's
+    ``heads.csv``, and a link to that model's report.html, which draws the head in 3D."""
+    data = {}
+    for run in runs:
+        report = run.path / "report.html"
+        try:
+            link = report.resolve().relative_to(out_dir.resolve()).as_posix() if report.exists() else None
+        except ValueError:
+            link = report.resolve().as_uri()
+        data[run.name] = {"layers": run.n_layers, "heads": run.n_heads, "report": link,
+                          "stats": head_statistics(run.heads, run.n_layers, run.n_heads)}  # fmt: skip
+    payload = json.dumps(data, allow_nan=False).replace("</", "<\\/")
+    return (
+        '<section id="explorer"><h2>Head explorer</h2><p class="note" id="explorer-status">Click a head in any '
+        'heatmap: its statistics for every property appear here.</p><div id="explorer-table"></div></section>\n'
+        f'<script type="application/json" id="compare-heads">{payload}</script>\n{COMPARE_EXPLORER_SCRIPT}'
+    )
+
+
+COMPARE_EXPLORER_SCRIPT = """<script>
+(function () {
+  const models = JSON.parse(document.getElementById("compare-heads").textContent);
+  const pct = (v) => (v === null || v === undefined) ? "–" : (100 * v).toFixed(1) + "%";
+  const sci = (v) => (v === null || v === undefined) ? "–" : (v < 0.001 ? v.toExponential(1) : v.toPrecision(2));
+  const esc = (t) => String(t).replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
+  document.addEventListener("plmlens:head", function (event) {
+    const d = event.detail, model = models[d.key];
+    if (!model) { return; }
+    const k = (d.layer - 1) * model.heads + (d.head - 1);
+    const rows = Object.entries(model.stats).map(([prop, s]) => {
+      const get = (c) => (s[c] ? s[c][k] : null);
+      return `<tr><td>${esc(prop)}</td><td>${get("n_arcs") ?? "–"}</td><td>${pct(get("proportion"))}</td>` +
+        `<td>${pct(get("ci_low"))} – ${pct(get("ci_high"))}</td><td>${pct(get("background"))}</td>` +
+        `<td>${pct(get("null_proportion"))}</td><td>${sci(get("p_bonferroni"))}</td>` +
+        `<td>${get("significant") ? "yes" : "no"}</td></tr>`;
+    }).join("");
+    const report = model.report ? ` <a href="${esc(model.report)}">Draw it in 3D in ${esc(d.key)}'s report</a>.` : "";
+    const status = document.getElementById("explorer-status");
+    status.textContent = `${d.key}: head ${d.layer}-${d.head}.`;
+    status.insertAdjacentHTML("beforeend", report);
+    status.dataset.head = `${d.key} ${d.layer}-${d.head}`;
+    document.getElementById("explorer-table").innerHTML = "<table><tr><th>property</th><th>arcs</th>" +
+      "<th>proportion</th><th>CI</th><th>background</th><th>null</th><th>p (Bonferroni)</th>" +
+      "<th>significant</th></tr>" + rows + "</table>";
+    document.getElementById("explorer").scrollIntoView({ block: "nearest" });
+  });
+})();
+</script>"""
+
+
 def build_compare_html(
-    runs: list[Run], tables: dict[str, pd.DataFrame], written: dict[str, list[Path]], out_dir: str | Path
+    runs: list[Run],
+    tables: dict[str, pd.DataFrame],
+    written: dict[str, list[Path]],
+    out_dir: str | Path,
+    panels: dict[str, list[HeatmapPanel]] | None = None,
 ) -> Path:
     """Write ``OUT_DIR/compare.html``: the tables and figures of a comparison on one offline page.
 
@@ -525,6 +593,9 @@ def build_compare_html(
     written : dict of str to list of Path
         `write_compare_figures`'s output.
     out_dir : path
+    panels : dict of str to list of HeatmapPanel, optional
+        Where each model's heatmap lies in each property's figure: those heatmaps become clickable, and a
+        head explorer shows the clicked head's statistics.
     """
     names = [run.name for run in runs]
     properties = structural_properties(runs)
@@ -549,7 +620,11 @@ def build_compare_html(
                   _significant_html(top, properties, names)]  # fmt: skip
     for prop in properties:
         parts.append(f"<h2>{html.escape(figures.label(prop))}</h2>")
-        parts.append(_img(written[f"heads_{prop}"][0], f"{prop}: attention per head, one panel per model"))
+        alt = f"{prop}: attention per head, one panel per model"
+        if panels and panels.get(prop):
+            parts.append(clickable_heatmap(written[f"heads_{prop}"][0].read_bytes(), alt, panels[prop]))
+        else:
+            parts.append(_img(written[f"heads_{prop}"][0], alt))
         parts.append(_img(written[f"top_{prop}"][0], f"{prop}: top heads beside the null model"))
         parts.append(_top_heads_html(top[top["property"] == prop]))
     if "layers" in written:
@@ -578,6 +653,8 @@ def build_compare_html(
     if without:
         parts.append(_note(f"No probe results (RUN_DIR/probe/probes.csv) for {_listing(without)}: "
                            f"{'they are' if len(without) > 1 else 'it is'} left out of the probe figure."))  # fmt: skip
+    if panels:
+        parts.append(_head_explorer(runs, Path(out_dir)))
     title = f"plmlens compare: {_listing(names)}"
     return write_text_atomic(Path(out_dir) / "compare.html", _page(title, "\n".join(parts)))
 
@@ -622,10 +699,10 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, *, allow_mixed
         f"{name}.csv": write_text_atomic(out_dir / f"{name}.csv", frame.to_csv(index=False))
         for name, frame in tables.items()
     }
-    figure_paths = write_compare_figures(runs, out_dir)
+    figure_paths, panels = _write_compare_figures(runs, out_dir)
     for paths in figure_paths.values():
         written.update({path.relative_to(out_dir).as_posix(): path for path in paths})
-    written["compare.html"] = build_compare_html(runs, tables, figure_paths, out_dir)
+    written["compare.html"] = build_compare_html(runs, tables, figure_paths, out_dir, panels)
     return written
 
 

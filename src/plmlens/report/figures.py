@@ -37,6 +37,18 @@ def label(prop: str) -> str:
     return LABELS.get(prop, prop)
 
 
+def fit_text(text: str, width_inches: float, fontsize: float | str) -> str:
+    """`text` wrapped at spaces into lines that fit `width_inches` at `fontsize` points.
+
+    A character is taken as 0.6 em wide (DejaVu Sans averages about 0.55 em), so lines err on the short side.
+    """
+    import textwrap
+
+    size = matplotlib.font_manager.FontProperties(size=fontsize).get_size_in_points()
+    columns = max(12, int(width_inches * 72 / (0.6 * size)))
+    return "\n".join(textwrap.wrap(text, columns)) if len(text) > columns else text
+
+
 def _grid(heads: pd.DataFrame, prop: str, column: str = "proportion") -> tuple[np.ndarray, np.ndarray]:
     rows = heads[heads["property"] == prop]
     n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
@@ -75,7 +87,11 @@ def head_heatmap(heads: pd.DataFrame, prop: str, ax_heat=None, ax_bar=None) -> F
     ax_heat.set_xlabel("Head")
     ax_heat.set_ylabel("Layer")
     background = heads.loc[heads["property"] == prop, "background"].iloc[0]
-    ax_heat.set_title(f"{label(prop)}: % of high-confidence attention (background {100 * background:.1f}%)")
+    # Wrapped to the heatmap's width: a one-line title is wider than the axes of a model with few heads.
+    ax_heat.set_title(
+        fit_text(f"{label(prop)}: % of high-confidence attention (background {100 * background:.1f}%)",
+                 fig.get_figwidth() * ax_heat.get_position().width, plt.rcParams["axes.titlesize"])
+    )  # fmt: skip
     fig.colorbar(image, ax=ax_heat, label="%", shrink=0.8, pad=0.01)
     maxima = np.nanmax(np.where(few, np.nan, values), axis=1, initial=0) * 100
     ax_bar.barh(np.arange(n_layers), maxima, color=OKABE_ITO[0], height=0.7)
@@ -124,7 +140,9 @@ def layer_profiles(layers: pd.DataFrame, centres: dict[str, float], properties: 
         ax.set_ylabel(label(prop), rotation=0, ha="right", va="center")
     axes[-1, 0].set_xticks(_ticks(n_layers) + 1)
     axes[-1, 0].set_xlabel("Layer")
-    axes[0, 0].set_title("% attention to property, mean over heads (dashed: centre of gravity)")
+    # A figure title wrapped to the figure's width: the axes title was clipped left of the narrow panels.
+    fig.suptitle(fit_text("% attention to property, mean over heads (dashed: centre of gravity)",
+                          fig.get_figwidth(), plt.rcParams["figure.titlesize"]))  # fmt: skip
     return fig
 
 
@@ -474,6 +492,7 @@ __all__ = [
     "compare_layer_profiles",
     "compare_probe_curves",
     "compare_top_heads",
+    "fit_text",
     "head_heatmap",
     "label",
     "layer_profiles",

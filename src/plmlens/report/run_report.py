@@ -1,4 +1,5 @@
-"""``report.html`` for a run directory: parameters, every figure, top-head tables and 3D views."""
+"""``report.html`` for a run directory: parameters, every figure, top-head tables, and a head explorer
+(click a head in any heatmap: its statistics and its attention on example proteins in 3D)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,26 @@ import base64
 import html
 import json
 import logging
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from plmlens.analysis import AnalysisResult, blosum_correlation
 from plmlens.ioutils import write_text_atomic
 from plmlens.report import figures
+from plmlens.report.interactive import (
+    HEAD_CLICK_SCRIPT,
+    ExampleSet,
+    HeatmapPanel,
+    clickable_heatmap,
+    explorer_html,
+    fmt_number,
+    fmt_p,
+    fmt_percent,
+    panel_of,
+)
 from plmlens.report.view import AttentionView, page
 
 log = logging.getLogger(__name__)
@@ -23,7 +37,13 @@ SUMMARY_PROPERTIES = ("contact", "contact_short", "contact_medium", "contact_lon
 
 def write_figures(run_dir: str | Path) -> dict[str, list[Path]]:
     """Every figure the run's files support, as PNG and SVG under ``RUN_DIR/figures``."""
+    return _write_figures(run_dir)[0]
+
+
+def _write_figures(run_dir: str | Path) -> tuple[dict[str, list[Path]], dict[str, HeatmapPanel]]:
+    """`write_figures`, and where each head heatmap's cells lie in its PNG (for clickable heatmaps)."""
     run_dir = Path(run_dir)
+    panels: dict[str, HeatmapPanel] = {}
     out = run_dir / "figures"
     written: dict[str, list[Path]] = {}
     result = AnalysisResult.load(run_dir)
@@ -31,8 +51,12 @@ def write_figures(run_dir: str | Path) -> dict[str, list[Path]]:
     layers = pd.read_csv(run_dir / "layers.csv")
     summary = json.loads((run_dir / "summary.json").read_text())
     labelled = [p for p in SUMMARY_PROPERTIES if p in set(heads["property"]) and summary["backgrounds"].get(p)]
+    n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
     for prop in labelled:
-        written[f"heads_{prop}"] = figures.save_figure(figures.head_heatmap(heads, prop), out / f"heads_{prop}")
+        heatmap = figures.head_heatmap(heads, prop)
+        written[f"heads_{prop}"] = figures.save_figure(heatmap, out / f"heads_{prop}")
+        # Read after saving: constrained layout has placed the axes by then.
+        panels[prop] = panel_of(heatmap.axes[0], prop, n_layers, n_heads)
         written[f"top_{prop}"] = figures.save_figure(figures.top_heads_figure(heads, prop), out / f"top_{prop}")
     centres = {k: v for k, v in summary["centres_of_gravity"].items() if v is not None}
     written["layers"] = figures.save_figure(figures.layer_profiles(layers, centres, labelled), out / "layers")
@@ -43,7 +67,7 @@ def write_figures(run_dir: str | Path) -> dict[str, list[Path]]:
     probes_csv = run_dir / "probe" / "probes.csv"
     if probes_csv.exists():
         written["probes"] = figures.save_figure(figures.probe_curves(pd.read_csv(probes_csv)), out / "probes")
-    return written
+    return written, panels
 
 
 def _img(path: Path, alt: str) -> str:
@@ -51,25 +75,73 @@ def _img(path: Path, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
+#: Columns shown as percentages (shares of attention) and as p-values; other numbers get 3 significant digits.
+PERCENT_COLUMNS = {"proportion", "ci_low", "ci_high", "background", "null_proportion", "boot_ci_low", "boot_ci_high",
+                   "null", "top_proportion", "null_top_proportion", "weighted_proportion"}  # fmt: skip
+P_COLUMNS = {"p_value", "p_bonferroni", "p (Bonferroni)", "p"}
+
+
+def _cell(column: str, value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, str) and column == "head" and re.fullmatch(r"\d+-\d+", value):
+        return _head_link(*(int(x) for x in value.split("-")))
+    if isinstance(value, bool | np.bool_ | str):
+        return html.escape(str(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        if column in PERCENT_COLUMNS:
+            return fmt_percent(float(value))
+        if column in P_COLUMNS:
+            return fmt_p(float(value))
+        return fmt_number(float(value))
+    return str(value)
+
+
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, na_rep="–")
+    """An HTML table with every number rounded for reading (see `PERCENT_COLUMNS` and `P_COLUMNS`)."""
+    shown = frame.astype(object).where(frame.notna(), None)
+    for column in shown.columns:
+        shown[column] = [_cell(str(column), v) for v in shown[column]]
+    return shown.to_html(index=False, border=0, na_rep="–", escape=False)
 
 
-def build_report(run_dir: str | Path, views: list[AttentionView] | None = None) -> Path:
+def _head_link(layer: int, head: int) -> str:
+    return f'<button class="head-link" data-layer="{layer}" data-head="{head}">{layer}-{head}</button>'
+
+
+def build_report(
+    run_dir: str | Path,
+    views: list[AttentionView] | None = None,
+    examples: ExampleSet | None = None,
+    examples_note: str | None = None,
+    draw_weight: float = 0.1,
+) -> Path:
     """Write ``RUN_DIR/report.html``: one self-contained offline page.
+
+    Every head heatmap is clickable: a click shows the head's statistics for all properties and, with
+    `examples`, draws its attention on the example proteins where it has the most arcs above θ.
 
     Parameters
     ----------
     run_dir : path
         Written by ``plmlens analyze`` (and optionally ``plmlens probe --out RUN_DIR/probe``).
     views : list of AttentionView, optional
-        3D views to include (e.g. the top contact and binding-site heads on an example protein).
+        Further fixed 3D views to include at the end.
+    examples : ExampleSet, optional
+        Example proteins' attention for the head explorer's 3D view (see `ExampleCollector`).
+    examples_note : str, optional
+        Shown instead of the 3D view when there are no `examples` (e.g. why the model could not be loaded).
+    draw_weight : float
+        Arcs lighter than this are hidden in the 3D view at first.
     """
     run_dir = Path(run_dir)
-    written = write_figures(run_dir)
+    written, panels = _write_figures(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     heads = pd.read_csv(run_dir / "heads.csv")
     model = summary.get("model", {})
+    n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
     parts = [
         "<h2>Run</h2>",
         _table(
@@ -99,14 +171,19 @@ def build_report(run_dir: str | Path, views: list[AttentionView] | None = None) 
         for p, t in summary["top_heads"].items() if not p.startswith("aa_")
     ]  # fmt: skip
     parts += ["<h2>Top head per property</h2>", _table(pd.DataFrame(top_rows))]
+    initial = _initial_head(summary, heads)
+    if examples is None and examples_note is None:
+        examples_note = "no example proteins were given (plmlens report --views draws them)"
+    parts.append(explorer_html(heads, n_layers, n_heads, initial, examples, examples_note, draw_weight))
     for key, paths in written.items():
         if key.startswith("heads_"):
             prop = key.removeprefix("heads_")
             parts.append(f"<h2>{html.escape(figures.label(prop))}</h2>")
-            parts.append(_img(paths[0], f"{prop} per head"))
+            parts.append(clickable_heatmap(paths[0].read_bytes(), f"{prop} per head (click a head)", [panels[prop]]))
             parts.append(_img(written[f"top_{prop}"][0], f"{prop} top heads"))
             top = heads[(heads.property == prop) & ~heads.few_arcs].sort_values("proportion", ascending=False).head(10)
-            parts.append(_table(top[["layer", "head", "n_arcs", "proportion", "ci_low", "ci_high", "background",
+            top = top.assign(head=[f"{a}-{b}" for a, b in zip(top["layer"], top["head"], strict=True)])
+            parts.append(_table(top[["head", "n_arcs", "proportion", "ci_low", "ci_high", "background",
                                      "p_bonferroni", "null_proportion", "boot_ci_low", "boot_ci_high"]]))  # fmt: skip
     parts += ["<h2>Across layers</h2>", _img(written["layers"][0], "layer profiles")]
     if "probes" in written:
@@ -116,15 +193,38 @@ def build_report(run_dir: str | Path, views: list[AttentionView] | None = None) 
             parts += ["<h3>Contact regression over all heads</h3>", _table(pd.read_csv(regression))]
     if "amino_acids" in written:
         blosum = summary["blosum62_correlation"]
+        amino_acids = pd.read_csv(run_dir / "amino_acids.csv")
+        for column in ("top_head", "null_top_head"):
+            amino_acids[column] = amino_acids[column].astype(str)
         parts += [
             "<h2>Amino acids</h2>", _img(written["amino_acids"][0], "amino acids"),
-            _table(pd.read_csv(run_dir / "amino_acids.csv")),
-            f"<p>Correlation of attention similarity with BLOSUM62: model r = {blosum['model']}, "
-            f"null model r = {blosum['null']}.</p>",
+            _table(amino_acids.rename(columns={"top_head": "head"})),
+            f"<p>Correlation of attention similarity with BLOSUM62: model r = {fmt_number(blosum['model'])}, "
+            f"null model r = {fmt_number(blosum['null'])}.</p>",
             _img(written["blosum"][0], "attention similarity and BLOSUM62"),
         ]  # fmt: skip
     if views:
         parts.append("<h2>Attention on structure</h2>")
         parts += [view.fragment(f"view{k}") for k, view in enumerate(views)]
     title = f"plmlens report: {model.get('name', 'model')} on {summary.get('data', 'data')}"
-    return write_text_atomic(run_dir / "report.html", page(title, "\n".join(parts)))
+    # NGL is inlined only when something is drawn in 3D, so a report without views needs no NGL install.
+    text = page(title, "\n".join(parts), head=HEAD_CLICK_SCRIPT + EXPLORER_STYLE, ngl=bool(examples or views))
+    return write_text_atomic(run_dir / "report.html", text)
+
+
+EXPLORER_STYLE = """<style>
+#explorer { border: 1px solid #ddd; padding: 0 1em 1em; background: #fcfcfc; }
+.explorer-body { display: flex; gap: 1.5em; flex-wrap: wrap; align-items: flex-start; }
+#explorer-stats table { font-size: 0.8em; }
+</style>"""
+
+
+def _initial_head(summary: dict, heads: pd.DataFrame) -> tuple[int, int]:
+    """The head the explorer shows first: the top contact head, else the first property's top head."""
+    top = summary.get("top_heads", {})
+    for prop in ("contact", *top):
+        head = top.get(prop, {}).get("head") if isinstance(top.get(prop), dict) else None
+        if head:
+            layer, index = (int(x) for x in str(head).split("-"))
+            return layer, index
+    return int(heads["layer"].min()), int(heads["head"].min())

@@ -67,6 +67,11 @@ def chain_pdb_text(protein: Protein) -> tuple[str, str]:
             if chain.name != protein.chain:
                 structure[0].remove_chain(chain.name)
         return structure.make_pdb_string(gemmi.PdbWriteOptions(minimal=True)), "cartoon"
+    return _ca_trace(protein, 0.0), "backbone"
+
+
+def _ca_trace(protein: Protein, bfactor: float) -> str:
+    """PDB text of the record's CA atoms (residues without coordinates left out)."""
     lines = []
     for k, (number, code, xyz) in enumerate(
         zip(protein.residue_numbers, protein.insertion_codes, protein.ca, strict=True)
@@ -75,9 +80,50 @@ def chain_pdb_text(protein: Protein) -> tuple[str, str]:
             x, y, z = xyz
             lines.append(
                 f"ATOM  {k + 1:>5}  CA  ALA A{number:>4}{code or ' '}   {x:8.3f}{y:8.3f}{z:8.3f}"
-                "  1.00  0.00           C"
+                f"  1.00{bfactor:6.2f}           C"
             )
-    return "\n".join([*lines, "END", ""]), "backbone"
+    return "\n".join([*lines, "END", ""])
+
+
+#: Atoms kept by `marked_chain_pdb`: enough for NGL's cartoon, a fraction of a full-atom chain's size.
+BACKBONE_ATOMS = ("N", "CA", "C", "O", "CB")
+
+
+def marked_chain_pdb(protein: Protein) -> tuple[str, str]:
+    """Like `chain_pdb_text`, with B-factor 1 on the residues of `protein` (what the model saw, e.g. the
+    variable domain) and 0 on the rest of the chain, and backbone atoms (+CB) only.
+
+    The source file holds the whole chain (e.g. a Fab's constant domain too); the page colours residues by
+    B-factor so that what was not analysed is faded.
+    """
+    source = Path(protein.source)
+    structure = None
+    if protein.chain is not None and source.is_file() and not source.name.endswith(".dat"):
+        analysed = {(int(n), c.strip()) for n, c in zip(protein.residue_numbers, protein.insertion_codes, strict=True)}
+        try:
+            structure = gemmi.read_structure(str(source))
+        except (RuntimeError, ValueError):
+            # A file gemmi cannot parse strictly (e.g. a bad charge column) still gives the record's CA trace.
+            structure = None
+    if structure is not None:
+        structure.setup_entities()
+        structure.remove_hydrogens()
+        structure.remove_ligands_and_waters()
+        for model_index in range(len(structure) - 1, 0, -1):
+            del structure[model_index]
+        for chain in list(structure[0]):
+            if chain.name != protein.chain:
+                structure[0].remove_chain(chain.name)
+        for residue in structure[0][protein.chain]:
+            mark = 1.0 if (residue.seqid.num, residue.seqid.icode.strip()) in analysed else 0.0
+            for index in range(len(residue) - 1, -1, -1):
+                if residue[index].name not in BACKBONE_ATOMS:
+                    del residue[index]
+            for atom in residue:
+                atom.b_iso = mark
+        return structure.make_pdb_string(gemmi.PdbWriteOptions(minimal=True)), "cartoon"
+    # The CA trace is built from the record itself: every residue in it was analysed.
+    return _ca_trace(protein, 1.0), "backbone"
 
 
 @dataclass
@@ -215,10 +261,12 @@ the most attended residues are labelled.</p>
 </script>"""
 
 
-def page(title: str, body: str, head: str = "") -> str:
-    """A self-contained page with NGL inlined and console errors captured in ``window.plmlensErrors``."""
+def page(title: str, body: str, head: str = "", ngl: bool = True) -> str:
+    """A self-contained page with console errors captured in ``window.plmlensErrors`` and, for pages with
+    3D views (`ngl`), NGL inlined."""
+    script = f"<script>{ngl_javascript()}</script>\n" if ngl else ""
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
-        f"{ERROR_CAPTURE}\n<script>{ngl_javascript()}</script>\n{STYLE}\n{head}</head>\n"
+        f"{ERROR_CAPTURE}\n{script}{STYLE}\n{head}</head>\n"
         f"<body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
     )
