@@ -326,3 +326,15 @@ window.addEventListener("load", () => setTimeout(() => {{
     assert attributes["before"].split("|")[0] == initial
     assert attributes["after"] == f"{layer}-{head}|{expected}|{best.protein.id}"
     assert attributes.get("stages") == "1"
+
+
+def test_a_head_without_arcs_above_theta_gets_the_protein_where_it_draws_most():
+    from plmlens.report.interactive import ExampleCollector
+
+    collector = ExampleCollector(1, 1, theta=0.3, min_weight=0.05)
+    faint, drawn = np.full((1, 6, 6), 0.04, dtype=np.float32), np.zeros((1, 6, 6), dtype=np.float32)
+    drawn[0, 0, 3] = drawn[0, 1, 4] = drawn[0, 2, 5] = 0.25  # below θ, but three arcs worth drawing
+    for name, attention in (("faint", faint), ("drawn", drawn)):
+        collector.add(Protein(id=name, sequence="ACDEFG"), 0, attention)
+    examples = collector.select(per_head=2)
+    assert [examples.examples[k].protein.id for k in examples.top[0]] == ["drawn", "faint"]

@@ -261,7 +261,9 @@ class ExampleCollector:
             self._arcs[protein.id] = []
         flat = slice(layer * self.n_heads, (layer + 1) * self.n_heads)
         self._counts[protein.id][flat] = (attention > self.theta).sum(axis=(1, 2))
-        self._weights[protein.id][flat] = np.where(attention > self.theta, attention, 0).sum(axis=(1, 2))
+        # The tie-break: a head with no arc above θ on any candidate (a sparse head such as one that attends
+        # contacts) still gets the protein where it draws the most, not merely the first one.
+        self._weights[protein.id][flat] = np.where(attention >= self.min_weight, attention, 0).sum(axis=(1, 2))
         head, i, j = np.nonzero(attention >= self.min_weight)
         self._arcs[protein.id].append(
             ((head + layer * self.n_heads).astype(np.uint16), i.astype(np.uint16), j.astype(np.uint16),
@@ -269,8 +271,8 @@ class ExampleCollector:
         )  # fmt: skip
 
     def select(self, per_head: int = 3) -> ExampleSet:
-        """For every head its `per_head` proteins with the most arcs above θ (ties: more weight above θ);
-        the proteins chosen by any head are kept once."""
+        """For every head its `per_head` proteins with the most arcs above θ (ties, e.g. none above θ: more
+        attention in arcs at or above `min_weight`); the proteins chosen by any head are kept once."""
         ids = list(self._proteins)
         result = ExampleSet(self.n_layers, self.n_heads, self.theta, self.min_weight)
         if not ids:
