@@ -17,22 +17,23 @@ THREE = {"A": "ALA", "C": "CYS", "D": "ASP", "E": "GLU", "F": "PHE", "G": "GLY",
          "W": "TRP", "Y": "TYR"}  # fmt: skip
 
 
-def tiny_bert(directory: Path, layers: int = 3, heads: int = 4, seed: int = 0) -> Path:
+def tiny_bert(directory: Path, layers: int = 3, heads: int = 4, seed: int = 0, lm_head: bool = False) -> Path:
     """A random BERT with ProtBert's vocabulary, saved with `save_pretrained` (sharp attention, so that some
-    weights pass θ)."""
+    weights pass θ); with its masked-LM head when `lm_head`."""
     torch.manual_seed(seed)
     tokenizer = transformers.BertTokenizer(vocab={t: i for i, t in enumerate(PROTBERT_VOCAB)}, do_lower_case=False)
     config = transformers.BertConfig(
         vocab_size=30, hidden_size=32, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=40,
         max_position_embeddings=256, hidden_act="gelu", initializer_range=2.0,
     )  # fmt: skip
-    transformers.BertModel(config).save_pretrained(directory)
+    (transformers.BertForMaskedLM if lm_head else transformers.BertModel)(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 
 
-def tiny_gpt2(directory: Path, layers: int = 2, heads: int = 4, seed: int = 0) -> Path:
-    """A random causal GPT-2 with IgLM's vocabulary and tags, saved with `save_pretrained`."""
+def tiny_gpt2(directory: Path, layers: int = 2, heads: int = 4, seed: int = 0, lm_head: bool = False) -> Path:
+    """A random causal GPT-2 with IgLM's vocabulary and tags, saved with `save_pretrained` (with its LM head
+    when `lm_head`)."""
     torch.manual_seed(seed)
     tokenizer = word_level_tokenizer(
         IGLM_VOCAB, "[HEAVY] [HUMAN] $A [SEP]", ["[HEAVY]", "[HUMAN]", "[SEP]"],
@@ -42,7 +43,7 @@ def tiny_gpt2(directory: Path, layers: int = 2, heads: int = 4, seed: int = 0) -
         vocab_size=len(IGLM_VOCAB), n_embd=32, n_layer=layers, n_head=heads, n_positions=256,
         initializer_range=2.0, bos_token_id=None, eos_token_id=None,
     )  # fmt: skip
-    transformers.GPT2Model(config).save_pretrained(directory)
+    (transformers.GPT2LMHeadModel if lm_head else transformers.GPT2Model)(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 

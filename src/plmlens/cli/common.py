@@ -56,12 +56,13 @@ def default_source() -> str:
 
 
 def load_model_or_exit(model: str, device: str = "auto", dtype: str = "auto", *, random_init: bool = False,
-                       init_seed: int = 0):  # fmt: skip
-    """`plmlens.models.load_model` (random weights with ``--random-init``), or a one-line error and exit 2."""
+                       init_seed: int = 0, lm_head: bool = False):  # fmt: skip
+    """`plmlens.models.load_model` (random weights with ``--random-init``; with its language-model head with
+    `lm_head`), or a one-line error and exit 2."""
     from plmlens.models import ModelLoadError, load_model
 
     try:
-        return load_model(model, device=device, dtype=dtype, random_init=random_init, seed=init_seed)
+        return load_model(model, device=device, dtype=dtype, random_init=random_init, seed=init_seed, lm_head=lm_head)
     except ModelLoadError as error:
         raise fail(str(error)) from None
 

@@ -35,12 +35,26 @@ def _head_view(adapter, protein, layer: int, head: int, min_weight: float, title
 
 @app.command()
 def show(
-    model: Annotated[str, typer.Option(help="Registry name, Hugging Face id or directory.")],
-    structure: Annotated[Path, typer.Option(help="PDB or mmCIF file.")],
-    head: Annotated[str, typer.Option(help="LAYER-HEAD, 1-based (e.g. 8-3).")],
+    model: Annotated[str | None, typer.Option(help="Registry name, Hugging Face id or directory.")] = None,
+    structure: Annotated[Path | None, typer.Option(help="PDB or mmCIF file.")] = None,
+    head: Annotated[str | None, typer.Option(help="LAYER-HEAD, 1-based (e.g. 8-3).")] = None,
     out_path: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = Path("view.html"),
     chain: Annotated[str | None, typer.Option(help="Author chain id (default: the first protein chain).")] = None,
     min_weight: Annotated[float, typer.Option(help="Hide arcs lighter than this.")] = 0.1,
+    jacobian: Annotated[
+        Path | None,
+        typer.Option(
+            help="Draw the top couplings of a plmlens jacobian output directory instead of a head "
+            "(no model needed); the protein from --structure, or --data with --protein."
+        ),
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="With --jacobian: the source the maps were computed on.")] = None,
+    protein_id: Annotated[
+        str | None, typer.Option("--protein", help="With --jacobian and --data: the protein's id.")
+    ] = None,
+    top: Annotated[
+        int | None, typer.Option(help="With --jacobian: couplings drawn (default L, at separation ≥ 6).")
+    ] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
     random_init: Annotated[
@@ -48,25 +62,76 @@ def show(
     ] = False,
     init_seed: Annotated[int, typer.Option(help="Seed of the --random-init weights.")] = 0,
 ) -> None:
-    """Draw one head's attention on a protein's 3D structure (offline HTML page with NGL)."""
+    """Draw one head's attention (or, with --jacobian, a categorical Jacobian's top couplings) on a protein's 3D
+    structure (offline HTML page with NGL)."""
     from plmlens.proteins import StructureOptions, read_structure_file
     from plmlens.report import ViewerError
 
-    layer, head_index = _parse_head(head)
-    options = StructureOptions(chains=(chain,) if chain else None, dssp=False, min_length=1)
-    proteins = [r for r in read_structure_file(structure, options) if isinstance(r, Protein)]
-    if not proteins:
-        raise fail(f"{structure}: no protein chain{f' {chain}' if chain else ''} found")
-    adapter = load_model_or_exit(model, device, dtype, random_init=random_init, init_seed=init_seed)
-    protein = proteins[0]
-    weights = f" (random weights, seed {init_seed})" if random_init else ""
-    title = f"{adapter.name} head {layer}-{head_index} on {protein.id}{weights}"
-    view = _head_view(adapter, protein, layer, head_index, min_weight, title)
+    if jacobian is not None:
+        view = _jacobian_view(jacobian, structure, chain, data, protein_id, top)
+    else:
+        if model is None or structure is None or head is None:
+            raise fail("show needs --model, --structure and --head (or --jacobian DIR)")
+        layer, head_index = _parse_head(head)
+        options = StructureOptions(chains=(chain,) if chain else None, dssp=False, min_length=1)
+        proteins = [r for r in read_structure_file(structure, options) if isinstance(r, Protein)]
+        if not proteins:
+            raise fail(f"{structure}: no protein chain{f' {chain}' if chain else ''} found")
+        adapter = load_model_or_exit(model, device, dtype, random_init=random_init, init_seed=init_seed)
+        protein = proteins[0]
+        weights = f" (random weights, seed {init_seed})" if random_init else ""
+        title = f"{adapter.name} head {layer}-{head_index} on {protein.id}{weights}"
+        view = _head_view(adapter, protein, layer, head_index, min_weight, title)
     try:
         view.save(out_path)
     except ViewerError as error:
         raise fail(str(error)) from None
-    out.print(f"wrote {out_path} ({len(view.arcs())} arcs ≥ {min_weight})", highlight=False)
+    out.print(f"wrote {out_path} ({len(view.arcs())} arcs ≥ {view.min_weight:.3g})", highlight=False)
+
+
+def _jacobian_view(directory: Path, structure: Path | None, chain: str | None, data: str | None,
+                   protein_id: str | None, top: int | None):  # fmt: skip
+    """The top couplings of a Jacobian map drawn like a head: weight = coupling / the protein's largest."""
+    import numpy as np
+
+    from plmlens.causal import read_jacobian_maps
+    from plmlens.proteins import SourceError, StructureOptions, read_structure_file
+    from plmlens.report import AttentionView
+
+    maps_file = directory / "jacobian_maps.npz"
+    if not maps_file.is_file():
+        raise fail(f"{directory}: no jacobian_maps.npz (written by plmlens jacobian --out)")
+    maps = read_jacobian_maps(maps_file)
+    if structure is not None:
+        options = StructureOptions(chains=(chain,) if chain else None, dssp=False, min_length=1)
+        candidates = [r for r in read_structure_file(structure, options) if isinstance(r, Protein)]
+        protein = next((p for p in candidates if p.id in maps), None)
+        wanted = ", ".join(p.id for p in candidates) or "no protein chain"
+    elif data is not None:
+        wanted = protein_id or next(iter(maps), "")
+        try:
+            protein = next((p for p in iter_proteins(data) if p.id == wanted), None)
+        except SourceError as error:
+            raise fail(str(error)) from None
+    else:
+        raise fail("--jacobian needs --structure FILE or --data SOURCE (with --protein ID)")
+    if protein is None or protein.id not in maps:
+        known = ", ".join(list(maps)[:5])
+        raise fail(f"no Jacobian map for {wanted} in {maps_file} (it holds {len(maps)}: {known}, ...)")
+    scores = maps[protein.id]
+    n = scores.shape[0]
+    if len(protein) < n:
+        raise fail(f"{protein.id}: the map covers {n} residues, the structure read has {len(protein)}")
+    i, j = np.triu_indices(n, k=6)
+    count = min(top or n, len(i))
+    order = np.argsort(-scores[i, j], kind="stable")[:count]
+    largest = max(float(scores[i, j][order].max()), 1e-12) if count else 1.0
+    weights = np.zeros((n, n))
+    weights[i[order], j[order]] = np.clip(scores[i[order], j[order]] / largest, 1e-3, 1.0)
+    info_file = directory / "jacobian.json"
+    name = json.loads(info_file.read_text())["model"]["name"] if info_file.is_file() else "model"
+    title = f"{name}: categorical Jacobian, top {count} couplings on {protein.id}"
+    return AttentionView(protein.subset(slice(0, n)), weights, title, min_weight=1e-3)
 
 
 def _examples(summary: dict, candidates: int, per_head: int, min_arc_weight: float, batch_size: int = 4):

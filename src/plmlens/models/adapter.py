@@ -98,6 +98,10 @@ class HookSpec:
     forward_kwargs : mapping
         Extra forward arguments: XLNet only returns probabilities when asked for attentions, and would keep
         every layer's hidden states as memories unless told not to.
+    head_projection : str, optional
+        Dotted path, from the layer block, of the module whose input is the heads' outputs side by side
+        (``heads × head_dim`` features, head ``h`` in slice ``h``), the attention's output projection; what
+        head ablation edits. None where heads are not separable there (XLNet projects inside an einsum).
     """
 
     block_class: str
@@ -106,6 +110,7 @@ class HookSpec:
     attention_layout: str = "bhij"
     hidden_layout: str = "bld"
     forward_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    head_projection: str | None = None
 
 
 class _StoppedError(Exception):
@@ -203,6 +208,11 @@ class ModelAdapter:
             )
         self._busy = threading.Lock()
         self._worker: ThreadPoolExecutor | None = None
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The model's layer blocks, in order (one module for weight-shared layers such as ALBERT's)."""
+        return list(self._blocks)
 
     def _modules_named(self, class_name: str) -> list[nn.Module]:
         return [m for m in self.model.modules() if type(m).__name__ == class_name]

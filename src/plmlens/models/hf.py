@@ -60,14 +60,14 @@ FAMILIES: dict[str, Family] = {
     "bert": Family(
         "BERT",
         "BertModel",
-        HookSpec("BertLayer", "BertSelfAttention", 1),
+        HookSpec("BertLayer", "BertSelfAttention", 1, head_projection="attention.output.dense"),
         replacements=PROTTRANS_REPLACEMENTS,
     ),
     "albert": Family(
         "ALBERT",
         "AlbertModel",
         # One AlbertLayer shared by all layers fires once per layer; the hooks count the calls.
-        HookSpec("AlbertLayer", "AlbertAttention", 1),
+        HookSpec("AlbertLayer", "AlbertAttention", 1, head_projection="attention.dense"),
         replacements=PROTTRANS_REPLACEMENTS,
     ),
     "xlnet": Family(
@@ -87,15 +87,20 @@ FAMILIES: dict[str, Family] = {
     "t5": Family(
         "T5 encoder",
         "T5EncoderModel",
-        HookSpec("T5Block", "T5LayerSelfAttention", -1),
+        HookSpec("T5Block", "T5LayerSelfAttention", -1, head_projection="layer.0.SelfAttention.o"),
         replacements=PROTTRANS_REPLACEMENTS,
         max_length=lambda config: UNBOUNDED,
     ),
-    "esm": Family("ESM", "EsmModel", HookSpec("EsmLayer", "EsmSelfAttention", 1), spaced=False),
+    "esm": Family(
+        "ESM",
+        "EsmModel",
+        HookSpec("EsmLayer", "EsmSelfAttention", 1, head_projection="attention.output.dense"),
+        spaced=False,
+    ),
     "roberta": Family(
         "RoBERTa",
         "RobertaModel",
-        HookSpec("RobertaLayer", "RobertaSelfAttention", 1),
+        HookSpec("RobertaLayer", "RobertaSelfAttention", 1, head_projection="attention.output.dense"),
         spaced=False,
         # Positions start after the padding index, as in fairseq.
         max_length=lambda config: int(config.max_position_embeddings) - int(config.pad_token_id) - 1,
@@ -103,7 +108,7 @@ FAMILIES: dict[str, Family] = {
     "gpt2": Family(
         "GPT-2",
         "GPT2Model",
-        HookSpec("GPT2Block", "GPT2Attention", 1),
+        HookSpec("GPT2Block", "GPT2Attention", 1, head_projection="attn.c_proj"),
         spaced=False,
         causal=True,
         max_length=lambda config: int(config.n_positions),
@@ -243,6 +248,7 @@ def load_hf(
     source: str | None = None,
     licence: str = "see the model card",
     replacements: Mapping[str, str] | None = None,
+    lm_head: bool = False,
 ) -> ModelAdapter:
     """Load a transformers protein model (hub id or local directory) as a :class:`ModelAdapter`.
 
@@ -263,6 +269,10 @@ def load_hf(
         Provenance to report.
     replacements : mapping of str to str, optional
         Residue letters read as another letter (default: the family's convention).
+    lm_head : bool
+        Also load the checkpoint's language-model head (masked or causal, by the model's attention) as
+        ``adapter.lm_model``, for residue prediction, head ablation and the categorical Jacobian; the
+        checkpoint must hold it.
 
     Returns
     -------
@@ -304,12 +314,23 @@ def load_hf(
         replacements=family.replacements if replacements is None else replacements,
         name=label,
     )
+    lm_model = None
+    if lm_head:
+        model_class = _lm_class(config, causal, label)
     try:
         model, info = model_class.from_pretrained(
             where, attn_implementation="eager", dtype=dtype, output_loading_info=True, **options
         )
     except Exception as error:
         raise ModelLoadError(f"{label}: could not load its weights: {_first_line(error)}") from error
+    if lm_head:
+        head_missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
+        if head_missing:
+            raise ModelLoadError(
+                f"{label}: the checkpoint has no language-model head ({head_missing[0]} missing); head ablation "
+                "and the categorical Jacobian need a model saved with its head (e.g. BertForMaskedLM)"
+            )
+        lm_model, model = model, model.base_model
     # A base model read from a checkpoint with heads may lack only the unused pooler; anything else
     # missing would be silently random.
     missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
@@ -329,9 +350,24 @@ def load_hf(
         causal=causal,
         source=source or str(name_or_path),
         licence=licence,
+        lm_model=lm_model,
         device=device,
         dtype=dtype,
     )
+
+
+def _lm_class(config: Any, causal: bool, label: str) -> type:
+    """The transformers class with the language-model head of `config`'s architecture."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    auto = AutoModelForCausalLM if causal else AutoModelForMaskedLM
+    try:
+        return auto._model_mapping[type(config)]
+    except KeyError:
+        kind = "causal" if causal else "masked"
+        raise ModelLoadError(
+            f"{label}: transformers has no {kind} language-model head for {config.model_type!r}"
+        ) from None
 
 
 def _first_line(error: BaseException) -> str:

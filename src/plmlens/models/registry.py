@@ -9,6 +9,7 @@ architecture from the model's config.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,7 @@ def _hub(model_id: str, name: str, licence: str) -> Callable[..., ModelAdapter]:
         dtype: torch.dtype | None = None,
         path: str | Path | None = None,
         trust_remote_code: bool = False,
+        lm_head: bool = False,
     ) -> ModelAdapter:
         return load_hf(
             path if path is not None else model_id,
@@ -92,6 +94,7 @@ def _hub(model_id: str, name: str, licence: str) -> Callable[..., ModelAdapter]:
             trust_remote_code=trust_remote_code,
             source=model_id,
             licence=licence,
+            lm_head=lm_head,
         )
 
     return load
@@ -189,6 +192,7 @@ def load_model(
     trust_remote_code: bool = False,
     random_init: bool = False,
     seed: int = 0,
+    lm_head: bool = False,
     **options: Any,
 ) -> ModelAdapter:
     """Load a protein language model as a :class:`ModelAdapter`.
@@ -215,6 +219,10 @@ def load_model(
         :meth:`ModelAdapter.randomize_weights`. The adapter records it (``random_init``, ``init_seed``).
     seed : int
         Seed of that draw: the same seed gives the same weights, on any device.
+    lm_head : bool
+        Load the language-model head as well (``adapter.lm_model``), which head ablation and the categorical
+        Jacobian need. The wheel models (AntiBERTy, Sapiens, IgLM) always have theirs; a transformers
+        checkpoint must hold one (e.g. saved from ``BertForMaskedLM``).
     **options
         Loader options of registry entries: ``path=`` a local copy of a hub or TAPE model; IgLM's
         ``chain=`` (``heavy``/``light``) and ``species=`` (``human``, ``mouse``, ...).
@@ -228,7 +236,7 @@ def load_model(
     ModelLoadError
         With a one-line message: hub unreachable, wheel missing, checkpoint corrupt or mismatched.
     """
-    adapter = _load(name_or_path, device, dtype, trust_remote_code, options)
+    adapter = _load(name_or_path, device, dtype, trust_remote_code, lm_head, options)
     if random_init:
         adapter.randomize_weights(seed)
     return adapter
@@ -239,6 +247,7 @@ def _load(
     device: str | torch.device,
     dtype: str | torch.dtype | None,
     trust_remote_code: bool,
+    lm_head: bool,
     options: dict[str, Any],
 ) -> ModelAdapter:
     try:
@@ -251,10 +260,17 @@ def _load(
     if spec is not None:
         if trust_remote_code:
             options["trust_remote_code"] = True
-        return spec.loader(device=device, dtype=dtype, **options)
+        if lm_head and "lm_head" in inspect.signature(spec.loader).parameters:
+            options["lm_head"] = True  # hub entries; the wheel models always carry their head
+        adapter = spec.loader(device=device, dtype=dtype, **options)
+        if lm_head and adapter.lm_model is None:
+            raise ModelLoadError(f"{spec.name}: loaded without a language-model head, which this needs")
+        return adapter
     if options:
         raise TypeError(f"options {sorted(options)} apply to registry models only")
     path = Path(key).expanduser()
     if path.is_dir() and is_tape_directory(path):
+        if lm_head:
+            raise ModelLoadError(f"{key}: plmlens reads TAPE checkpoints without their language-model head")
         return load_tape_bert(path, name=key, device=device, dtype=dtype)
-    return load_hf(key, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    return load_hf(key, device=device, dtype=dtype, trust_remote_code=trust_remote_code, lm_head=lm_head)

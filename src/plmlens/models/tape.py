@@ -167,7 +167,7 @@ def load_tape_bert(
         architecture="BERT (TAPE)",
         model=model,
         tokenizer=tape_tokenizer(),
-        hooks=HookSpec("BertLayer", "BertSelfAttention", 1),
+        hooks=HookSpec("BertLayer", "BertSelfAttention", 1, head_projection="attention.output.dense"),
         max_length=config.max_position_embeddings,
         source=str(directory),
         licence="BSD-3-Clause",

@@ -49,7 +49,8 @@ def fit_text(text: str, width_inches: float, fontsize: float | str) -> str:
     return "\n".join(textwrap.wrap(text, columns)) if len(text) > columns else text
 
 
-def _grid(heads: pd.DataFrame, prop: str, column: str = "proportion") -> tuple[np.ndarray, np.ndarray]:
+def property_grid(heads: pd.DataFrame, prop: str, column: str = "proportion") -> tuple[np.ndarray, np.ndarray]:
+    """One property's `column` of a heads frame as a (layers, heads) array, and which heads have few arcs."""
     rows = heads[heads["property"] == prop]
     n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
     values = np.full((n_layers, n_heads), np.nan)
@@ -68,7 +69,7 @@ def head_heatmap(heads: pd.DataFrame, prop: str, ax_heat=None, ax_bar=None) -> F
     """Per-head proportion (Eq. 1) as a layers × heads heatmap, layers bottom to top, with heads of fewer
     than `MIN_ARCS` high-confidence arcs greyed out, and each layer's maximum as bars beside it (paper
     figures 2, 3, 8–10, 15)."""
-    values, few = _grid(heads, prop)
+    values, few = property_grid(heads, prop)
     n_layers, n_heads = values.shape
     if ax_heat is None:
         width = min(14.0, 2.5 + 0.22 * n_heads)
@@ -173,7 +174,7 @@ def amino_acid_heatmaps(heads: pd.DataFrame) -> Figure:
     letters = [a for a in STANDARD_AMINO_ACIDS if f"aa_{a}" in set(heads["property"])]
     fig, axes = plt.subplots(4, 5, figsize=(12, 9), constrained_layout=True)
     for ax, letter in zip(axes.flat, letters, strict=False):
-        values, few = _grid(heads, f"aa_{letter}")
+        values, few = property_grid(heads, f"aa_{letter}")
         ax.imshow(np.ma.masked_where(few, values) * 100, cmap="viridis", origin="lower", aspect="auto", vmin=0)
         ax.set_title(f"{letter} (bg {100 * heads.loc[heads.property == f'aa_{letter}', 'background'].iloc[0]:.1f}%)")
         ax.set_xticks([])
@@ -512,3 +513,98 @@ def _shared_legend(fig: Figure, axes, max_columns: int) -> None:
     if named:
         fig.legend(list(named.values()), list(named), loc="outside lower center", ncols=min(max_columns, len(named)),
                    frameon=False)  # fmt: skip
+
+
+# Figures of the causal analyses (plmlens ablate, plmlens jacobian).
+
+
+def _layer_head_axes(ax, n_layers: int, n_heads: int) -> None:
+    ax.set_xticks(_ticks(n_heads), [str(t + 1) for t in _ticks(n_heads)])
+    ax.set_yticks(_ticks(n_layers), [str(t + 1) for t in _ticks(n_layers)])
+    ax.set_xlabel("Head")
+    ax.set_ylabel("Layer")
+
+
+def head_correlation(first: np.ndarray, second: np.ndarray) -> tuple[float, float, int]:
+    """Pearson and Spearman r between two per-head grids over the heads where both are finite (NaN below 3)."""
+    from scipy import stats
+
+    keep = np.isfinite(first) & np.isfinite(second)
+    if keep.sum() < 3 or np.ptp(first[keep]) == 0 or np.ptp(second[keep]) == 0:
+        return float("nan"), float("nan"), int(keep.sum())
+    return (float(stats.pearsonr(first[keep], second[keep])[0]),
+            float(stats.spearmanr(first[keep], second[keep])[0]), int(keep.sum()))  # fmt: skip
+
+
+def ablation_figure(table: pd.DataFrame, info: dict, contact_heads: pd.DataFrame | None = None) -> Figure:
+    """Loss increase of each head's ablation as a layers × heads heatmap, beside the contact-alignment heatmap
+    of an analyze run when given (with the correlation of the two over heads), and the top contact heads'
+    group against the random groups of as many heads."""
+    n_layers, n_heads = int(info["model"]["layers"]), int(info["model"]["heads"])
+    rows = table[table["kind"] == "head"]
+    increase = np.full((n_layers, n_heads), np.nan)
+    increase[rows["layer"].astype(int) - 1, rows["head"].astype(int) - 1] = rows["delta_loss"]
+    groups = table[table["kind"].isin(["top_contact", "random"])]
+    panels = 1 + (contact_heads is not None) + (not groups.empty)
+    cell = min(14.0, 2.5 + 0.22 * n_heads)
+    fig, axes = plt.subplots(1, panels, figsize=(cell * panels + 0.5, 1.6 + 0.22 * n_layers + 0.8),
+                             constrained_layout=True, squeeze=False)  # fmt: skip
+    axes = list(axes[0])
+    ax = axes.pop(0)
+    limit = np.nanmax(np.abs(increase)) if np.isfinite(increase).any() else 1.0
+    image = ax.imshow(increase, cmap="RdBu_r", origin="lower", aspect="auto", vmin=-limit, vmax=limit)
+    _layer_head_axes(ax, n_layers, n_heads)
+    # Titles wrapped to a panel's axes (a panel less its labels and colour bar).
+    width = 0.7 * fig.get_figwidth() / panels
+    objective = "next-token" if info["model"].get("causal") else "masked-LM"
+    ax.set_title(fit_text(f"Loss increase when the head is ablated ({info['mode']}, {objective}, nats)", width,
+                          plt.rcParams["axes.titlesize"]))  # fmt: skip
+    fig.colorbar(image, ax=ax, label="Δ loss", shrink=0.8, pad=0.01)
+    if contact_heads is not None:
+        ax = axes.pop(0)
+        alignment, few = property_grid(contact_heads, "contact")
+        alignment = alignment[:n_layers, :n_heads] * 100
+        image = ax.imshow(np.ma.masked_where(few[:n_layers, :n_heads], alignment), cmap="viridis", origin="lower",
+                          aspect="auto", vmin=0)  # fmt: skip
+        _layer_head_axes(ax, n_layers, n_heads)
+        pearson, spearman, n = head_correlation(increase, np.where(few[:n_layers, :n_heads], np.nan, alignment))
+        ax.set_title(fit_text(f"Contact alignment, % of high-confidence attention (r = {pearson:.2f}, "
+                              f"Spearman {spearman:.2f} with Δ loss over {n} heads)", width,
+                              plt.rcParams["axes.titlesize"]))  # fmt: skip
+        fig.colorbar(image, ax=ax, label="%", shrink=0.8, pad=0.01)
+    if not groups.empty:
+        ax = axes.pop(0)
+        x = np.arange(len(groups))
+        colours = [OKABE_ITO[5] if kind == "top_contact" else OKABE_ITO[0] for kind in groups["kind"]]
+        centre = groups["delta_loss"].to_numpy(dtype=float)
+        low, high = groups["delta_loss_low"].to_numpy(dtype=float), groups["delta_loss_high"].to_numpy(dtype=float)
+        ax.bar(x, centre, color=colours)
+        ax.errorbar(x, centre, yerr=np.clip([centre - low, high - centre], 0, None), fmt="none", ecolor="black",
+                    capsize=2, linewidth=0.8)  # fmt: skip
+        ax.set_xticks(x, ["top" if kind == "top_contact" else f"R{k}" for k, kind in enumerate(groups["kind"])],
+                      rotation=90)  # fmt: skip
+        ax.set_ylabel("Δ loss (nats), 95% bootstrap interval")
+        ax.set_title(fit_text("Top contact heads (orange) against random groups of as many heads", width,
+                              plt.rcParams["axes.titlesize"]))  # fmt: skip
+    return fig
+
+
+def jacobian_figure(summary: pd.DataFrame) -> Figure:
+    """Mean contact precision@L/5 by range of the categorical Jacobian, the contact regression and the best
+    single head, with the chance level."""
+    rows = summary[summary["k"] == "L/5"].set_index("range")
+    ranges = [r for r in ("short", "medium", "long", "all") if r in rows.index]
+    methods = [("jacobian", "Categorical Jacobian"), ("regression", "Contact regression (attention)"),
+               ("best_head", "Best single head")]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(6.5, 3.4), constrained_layout=True)
+    x = np.arange(len(ranges))
+    width = 0.8 / len(methods)
+    for k, (column, name) in enumerate(methods):
+        ax.bar(x + (k - 1) * width, [rows.loc[r, column] for r in ranges], width, label=name, color=OKABE_ITO[k])
+    ax.scatter(x, [rows.loc[r, "chance"] for r in ranges], marker="_", s=400, color="black", label="chance", zorder=3)
+    ax.set_xticks(x, ranges)
+    ax.set_ylabel("Precision@L/5")
+    ax.set_ylim(0, 1)
+    ax.set_title("Contacts from the model's output and from its attention")
+    ax.legend(frameon=False, fontsize=8, loc="upper left")
+    return fig

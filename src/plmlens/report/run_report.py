@@ -203,6 +203,7 @@ def build_report(
             f"null model r = {fmt_number(blosum['null'])}.</p>",
             _img(written["blosum"][0], "attention similarity and BLOSUM62"),
         ]  # fmt: skip
+    parts += causal_sections(run_dir)
     if views:
         parts.append("<h2>Attention on structure</h2>")
         parts += [view.fragment(f"view{k}") for k, view in enumerate(views)]
@@ -210,6 +211,59 @@ def build_report(
     # NGL is inlined only when something is drawn in 3D, so a report without views needs no NGL install.
     text = page(title, "\n".join(parts), head=HEAD_CLICK_SCRIPT + EXPLORER_STYLE, ngl=bool(examples or views))
     return write_text_atomic(run_dir / "report.html", text)
+
+
+def _find(run_dir: Path, name: str, subdirectory: str) -> Path | None:
+    """``RUN_DIR/name``, else ``RUN_DIR/subdirectory/name``, where ``plmlens ablate``/``jacobian --out`` wrote it."""
+    for path in (run_dir / name, run_dir / subdirectory / name):
+        if path.is_file():
+            return path
+    return None
+
+
+def causal_sections(run_dir: str | Path) -> list[str]:
+    """The report's head-ablation and categorical-Jacobian sections, when ``plmlens ablate`` or ``plmlens
+    jacobian`` wrote their outputs into the run directory (or its ``ablation/`` or ``jacobian/``)."""
+    run_dir = Path(run_dir)
+    parts: list[str] = []
+    ablation = _find(run_dir, "ablation.csv", "ablation")
+    if ablation is not None:
+        table = pd.read_csv(ablation)
+        info = json.loads((ablation.parent / "ablation.json").read_text())
+        parts += [
+            "<h2>Head ablation</h2>",
+            f"<p>{html.escape(info.get('answer', ''))}</p>",
+            f"<p>{html.escape(str(info.get('mode')))} ablation, {html.escape(str(info.get('objective')))}; "
+            f"{info.get('n_evaluation_proteins')} evaluation proteins, contact regression fitted on "
+            f"{info.get('n_regression_proteins')}; intervals from {info.get('bootstrap')} protein-bootstrap "
+            "replicates. Single-head rows are in ablation.csv.</p>",
+        ]
+        figure = ablation.parent / "ablation.png"
+        if figure.is_file():
+            parts.append(_img(figure, "loss increase per ablated head"))
+        groups = table[table["kind"] != "head"]
+        columns = ["ablation", "heads", "loss", "delta_loss", "delta_loss_low", "delta_loss_high", "delta_recovery",
+                   "delta_site_recovery", "delta_contact_long_p_at_L5"]  # fmt: skip
+        parts.append(_table(groups[[c for c in columns if c in groups.columns]]))
+    jacobian = _find(run_dir, "jacobian_summary.csv", "jacobian")
+    if jacobian is not None:
+        info = json.loads((jacobian.parent / "jacobian.json").read_text())
+        best = info.get("best_head", {})
+        summary = pd.read_csv(jacobian)
+        parts += [
+            "<h2>Contacts from the model's output (categorical Jacobian)</h2>",
+            f"<p>Mean precision over {info.get('n_evaluation_proteins')} proteins of the categorical Jacobian "
+            f"(Zhang et al. 2024), the contact regression over all heads and the best single head "
+            f"({best.get('layer')}-{best.get('head')}, chosen on the {info.get('n_regression_proteins')} training "
+            f"proteins); {fmt_number(info.get('seconds_per_protein'))} s per protein on "
+            f"{html.escape(str(info.get('device')))}.</p>",
+        ]
+        chart = jacobian.parent / "jacobian.png"
+        if not chart.is_file():
+            figures.save_figure(figures.jacobian_figure(summary), chart.with_suffix(""))
+        parts.append(_img(chart, "Jacobian contact precision"))
+        parts.append(_table(summary.rename(columns={"best_head": f"head {best.get('layer')}-{best.get('head')}"})))
+    return parts
 
 
 EXPLORER_STYLE = """<style>

@@ -1,0 +1,53 @@
+"""From correlation to cause: what the model uses (head ablation) and what its output knows about contacts
+(the categorical Jacobian).
+
+`HeadAblation` knocks heads out of any supported model for the duration of a ``with`` block; `ablate`
+measures what each head and group of heads costs the model; `jacobian` reads contact maps from a masked
+language model's own logits and scores them beside the attention baselines.
+"""
+
+from plmlens.causal.ablation import (
+    Ablation,
+    AblationResult,
+    ablate,
+    standard_ablations,
+    top_contact_heads,
+)
+from plmlens.causal.heads import (
+    ABLATION_MODES,
+    AblationUnsupportedError,
+    HeadAblation,
+    head_projections,
+    mean_head_outputs,
+    record_head_outputs,
+)
+from plmlens.causal.jacobian import (
+    JacobianResult,
+    JacobianUnsupportedError,
+    categorical_jacobian,
+    jacobian,
+    jacobian_contacts,
+    protein_jacobian_contacts,
+    read_jacobian_maps,
+)
+
+__all__ = [
+    "ABLATION_MODES",
+    "Ablation",
+    "AblationResult",
+    "AblationUnsupportedError",
+    "HeadAblation",
+    "JacobianResult",
+    "JacobianUnsupportedError",
+    "ablate",
+    "categorical_jacobian",
+    "head_projections",
+    "jacobian",
+    "jacobian_contacts",
+    "mean_head_outputs",
+    "protein_jacobian_contacts",
+    "read_jacobian_maps",
+    "record_head_outputs",
+    "standard_ablations",
+    "top_contact_heads",
+]
