@@ -136,8 +136,15 @@ def test_every_architecture_ablates_one_head_only(kind, tmp_path):
 
 
 def test_a_checkpoint_without_its_head_is_refused_when_the_head_is_needed(tmp_path):
+    bare = tiny_bert(tmp_path / "bare")
     with pytest.raises(ModelLoadError, match="no language-model head"):
-        load_model(tiny_bert(tmp_path / "bare"), device="cpu", lm_head=True)
+        load_model(bare, device="cpu", lm_head=True)
+    (tmp_path / "x.fasta").write_text(">x\nACDEFGHIKLMNPQRSTVWY\n")
+    for command in ("ablate", "jacobian"):
+        result = CliRunner().invoke(app, [command, "--model", str(bare), "--data", str(tmp_path / "x.fasta"),
+                                          "--out", str(tmp_path / command)])  # fmt: skip
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2 and len(errors) == 1 and "no language-model head" in errors[0]
 
 
 def test_causal_model_ablation_uses_next_token_loss(tmp_path):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -46,6 +47,21 @@ def _number(value: object, digits: int = 3, signed: bool = False) -> str:
     return f"{number:+.{digits}f}" if signed else f"{number:.{digits}f}"
 
 
+def _records_and_model(data: str, model: str, device: str, dtype: str, check: Callable[[Any], object]):
+    """The source's records and the model with its language-model head, or a one-line error and exit 2;
+    `check(adapter)` raises ValueError for a model the command cannot use."""
+    try:
+        records = iter_records(data)
+    except SourceError as error:
+        raise fail(str(error)) from None
+    adapter = load_model_or_exit(model, device, dtype, lm_head=True)
+    try:
+        check(adapter)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    return records, adapter
+
+
 def _loss_cell(row: dict) -> str:
     low, high = _number(row["delta_loss_low"], signed=True), _number(row["delta_loss_high"], signed=True)
     return f"{_number(row['delta_loss'], signed=True)} [{low}, {high}]"
@@ -85,7 +101,7 @@ def ablate(
     --format csv|json prints the rows of ablation.csv.
     """
     fmt = resolve_format(fmt)
-    from plmlens.causal import ABLATION_MODES, AblationUnsupportedError, head_projections, top_contact_heads
+    from plmlens.causal import ABLATION_MODES, head_projections, top_contact_heads
     from plmlens.causal import ablate as run_ablate
 
     if mode not in ABLATION_MODES:
@@ -99,15 +115,7 @@ def ablate(
             contact_heads = pd.read_csv(analysis / "heads.csv" if analysis.is_dir() else analysis)
         except (FileNotFoundError, ValueError, KeyError) as error:
             raise fail(f"--analysis {analysis}: {error}") from None
-    try:
-        records = iter_records(data)
-    except SourceError as error:
-        raise fail(str(error)) from None
-    adapter = load_model_or_exit(model, device, dtype, lm_head=True)
-    try:
-        head_projections(adapter)
-    except AblationUnsupportedError as error:
-        raise fail(str(error)) from None
+    records, adapter = _records_and_model(data, model, device, dtype, head_projections)
     if contact_heads is not None and int(contact_heads["layer"].max()) != adapter.n_layers:
         raise fail(f"--analysis {analysis}: its heads.csv has {int(contact_heads['layer'].max())} layers, "
                    f"{adapter.name} has {adapter.n_layers}")  # fmt: skip
@@ -177,19 +185,10 @@ def jacobian(
     --format csv|json prints the mean precisions by range and k (jacobian_summary.csv).
     """
     fmt = resolve_format(fmt)
-    from plmlens.causal import JacobianUnsupportedError
     from plmlens.causal import jacobian as run_jacobian
     from plmlens.causal.jacobian import check_jacobian_support
 
-    try:
-        records = iter_records(data)
-    except SourceError as error:
-        raise fail(str(error)) from None
-    adapter = load_model_or_exit(model, device, dtype, lm_head=True)
-    try:
-        check_jacobian_support(adapter)
-    except JacobianUnsupportedError as error:
-        raise fail(str(error)) from None
+    records, adapter = _records_and_model(data, model, device, dtype, check_jacobian_support)
     console.print(f"jacobian: {adapter!r} on {adapter.device}, [bold]{escape(data)}[/]", highlight=False)
     with progress_bar(
         TextColumn("[bold]jacobian[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("proteins"),
