@@ -211,18 +211,10 @@ def _statistics(sums: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
 
 @dataclass
 class AblationResult:
-    """One row per ablation (``table``), the per-head view, and the run's summary (``info``)."""
+    """One row per ablation (``table``) and the run's summary (``info``)."""
 
     table: pd.DataFrame
     info: dict
-
-    def head_grid(self, column: str = "delta_loss") -> np.ndarray:
-        """``column`` of the single-head ablations as a (layers, heads) array."""
-        model = self.info["model"]
-        grid = np.full((model["layers"], model["heads"]), np.nan)
-        rows = self.table[self.table["kind"] == "head"]
-        grid[rows["layer"].astype(int) - 1, rows["head"].astype(int) - 1] = rows[column]
-        return grid
 
     def save(self, directory: str | Path, contact_heads: pd.DataFrame | None = None) -> dict[str, Path]:
         """Write ``ablation.csv``, ``ablation.json`` and the figure ``ablation.png``/``.svg`` atomically.
@@ -232,13 +224,12 @@ class AblationResult:
         contact_heads : DataFrame, optional
             The ``heads.csv`` of an analyze run of the same model, drawn beside the loss increases.
         """
-        from plmlens.report.figures import ablation_figure, head_correlation, property_grid, save_figure
+        from plmlens.report.figures import ablation_figure, head_correlation, loss_and_alignment, save_figure
 
         directory = Path(directory)
-        if contact_heads is not None:
-            alignment, few = property_grid(contact_heads, "contact")
-            alignment = np.where(few, np.nan, alignment)[: self.head_grid().shape[0], : self.head_grid().shape[1]]
-            pearson, spearman, n = head_correlation(self.head_grid(), alignment)
+        increase, alignment = loss_and_alignment(self.table, self.info, contact_heads)
+        if alignment is not None:
+            pearson, spearman, n = head_correlation(increase, alignment)
             self.info["loss_contact_correlation"] = {"pearson": pearson, "spearman": spearman, "n_heads": n}
         paths = {
             "ablation": write_text_atomic(directory / "ablation.csv", self.table.to_csv(index=False)),

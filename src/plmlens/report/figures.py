@@ -536,14 +536,27 @@ def head_correlation(first: np.ndarray, second: np.ndarray) -> tuple[float, floa
             float(stats.spearmanr(first[keep], second[keep])[0]), int(keep.sum()))  # fmt: skip
 
 
+def loss_and_alignment(
+    table: pd.DataFrame, info: dict, contact_heads: pd.DataFrame | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per head, as (layers, heads) arrays: the loss increase of its single-head ablation (an ``ablation.csv``
+    table), and with an analyze run's ``heads.csv`` its contact alignment in % (NaN for heads with few arcs)."""
+    n_layers, n_heads = int(info["model"]["layers"]), int(info["model"]["heads"])
+    rows = table[table["kind"] == "head"]
+    increase = np.full((n_layers, n_heads), np.nan)
+    increase[rows["layer"].astype(int) - 1, rows["head"].astype(int) - 1] = rows["delta_loss"]
+    if contact_heads is None:
+        return increase, None
+    alignment, few = property_grid(contact_heads, "contact")
+    return increase, np.where(few, np.nan, alignment * 100)[:n_layers, :n_heads]
+
+
 def ablation_figure(table: pd.DataFrame, info: dict, contact_heads: pd.DataFrame | None = None) -> Figure:
     """Loss increase of each head's ablation as a layers × heads heatmap, beside the contact-alignment heatmap
     of an analyze run when given (with the correlation of the two over heads), and the top contact heads'
     group against the random groups of as many heads."""
     n_layers, n_heads = int(info["model"]["layers"]), int(info["model"]["heads"])
-    rows = table[table["kind"] == "head"]
-    increase = np.full((n_layers, n_heads), np.nan)
-    increase[rows["layer"].astype(int) - 1, rows["head"].astype(int) - 1] = rows["delta_loss"]
+    increase, alignment = loss_and_alignment(table, info, contact_heads)
     groups = table[table["kind"].isin(["top_contact", "random"])]
     panels = 1 + (contact_heads is not None) + (not groups.empty)
     cell = min(14.0, 2.5 + 0.22 * n_heads)
@@ -560,14 +573,11 @@ def ablation_figure(table: pd.DataFrame, info: dict, contact_heads: pd.DataFrame
     ax.set_title(fit_text(f"Loss increase when the head is ablated ({info['mode']}, {objective}, nats)", width,
                           plt.rcParams["axes.titlesize"]))  # fmt: skip
     fig.colorbar(image, ax=ax, label="Δ loss", shrink=0.8, pad=0.01)
-    if contact_heads is not None:
+    if alignment is not None:
         ax = axes.pop(0)
-        alignment, few = property_grid(contact_heads, "contact")
-        alignment = alignment[:n_layers, :n_heads] * 100
-        image = ax.imshow(np.ma.masked_where(few[:n_layers, :n_heads], alignment), cmap="viridis", origin="lower",
-                          aspect="auto", vmin=0)  # fmt: skip
+        image = ax.imshow(np.ma.masked_invalid(alignment), cmap="viridis", origin="lower", aspect="auto", vmin=0)
         _layer_head_axes(ax, n_layers, n_heads)
-        pearson, spearman, n = head_correlation(increase, np.where(few[:n_layers, :n_heads], np.nan, alignment))
+        pearson, spearman, n = head_correlation(increase, alignment)
         ax.set_title(fit_text(f"Contact alignment, % of high-confidence attention (r = {pearson:.2f}, "
                               f"Spearman {spearman:.2f} with Δ loss over {n} heads)", width,
                               plt.rcParams["axes.titlesize"]))  # fmt: skip
