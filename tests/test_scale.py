@@ -303,7 +303,8 @@ def test_checkpoint_mismatch_and_damage_are_one_line_errors(bert_dir, proteins, 
 
 def test_checkpoint_round_trip(tmp_path):
     acc = accumulate(random_batches(3), "numpy")
-    progress = Progress(complete_below=5, done={7, 9}, skipped=[{"record": 3, "file": "f"}], counters={"tokens": 10})
+    skipped = [{"record": 3, "file": "f", "chain": None, "reason": "unreadable"}]  # as run.py records a skip
+    progress = Progress(complete_below=5, done={7, 9}, skipped=skipped, counters={"tokens": 10})
     save_checkpoint(tmp_path / "c.npz", acc, {"a": 1}, progress)
     loaded, again = load_checkpoint(tmp_path / "c.npz", {"a": 1})
     assert_same_sums(acc, loaded, rtol=0)

@@ -37,6 +37,7 @@ engine, the device or the batching.
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 from collections.abc import Sequence
@@ -49,6 +50,16 @@ import torch
 from plmlens.analysis.properties import PAIR, Property, get_properties
 from plmlens.ioutils import write_bytes_atomic
 from plmlens.proteins import Protein
+from plmlens.proteins.archive import (
+    ArchiveError,
+    array_checksum,
+    is_int,
+    is_number,
+    parse_json,
+    read_npz,
+    text_member,
+    verify_checksum,
+)
 
 SUMS = ("arcs", "hits", "weight", "weight_hits")
 #: Pairs a head can attend: every pair, or j ≤ i (see the module docstring).
@@ -607,16 +618,21 @@ class Accumulator:
     def to_bytes(self, extra: dict[str, str] | None = None) -> bytes:
         """The sums and settings as ``.npz`` bytes (what `save` writes).
 
+        The settings (``__meta__``) hold a SHA-256 checksum of every other entry, which `load` verifies.
+
         Parameters
         ----------
         extra : dict of str, optional
             More text entries, named ``__name__`` (`load` ignores them), e.g. a checkpoint's run record.
         """
         buffer = io.BytesIO()
-        meta = {**self.config(), "n_proteins": self.n_proteins, "n_residues": self.n_residues}
         texts = {name: np.array(text) for name, text in (extra or {}).items()}
         if any(not (name.startswith("__") and name.endswith("__")) for name in texts):
             raise ValueError("extra entries are named __name__")
+        if "__meta__" in texts:
+            raise ValueError("__meta__ is the accumulator's own entry")
+        checksum = array_checksum({**texts, **self.sums})
+        meta = {**self.config(), "n_proteins": self.n_proteins, "n_residues": self.n_residues, "checksum": checksum}
         np.savez_compressed(buffer, __meta__=np.array(json.dumps(meta)), **texts, **self.sums)
         return buffer.getvalue()
 
@@ -632,7 +648,7 @@ class Accumulator:
         device: str | torch.device | None = None,
         engine: str = "auto",
     ) -> Accumulator:
-        """Read an accumulator written by `save` (no pickles involved).
+        """Read an accumulator written by `save` (no pickles involved), checking it.
 
         Parameters
         ----------
@@ -642,13 +658,146 @@ class Accumulator:
             Where further batches will be computed.
         engine : {"auto", "numpy", "torch"}
             Their engine (see `Accumulator`).
+
+        Raises
+        ------
+        AccumulatorFileError
+            One line naming the file when it is unreadable or damaged: not a complete archive of plain
+            arrays, settings of the wrong type, sums missing or of the wrong shape, not finite, negative or
+            inconsistent (more hits than arcs, sums without proteins), or a checksum that does not match
+            (files written before checksums have none and are checked all the same).
         """
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["__meta__"]))
-            sums = {k: data[k] for k in data.files if not k.startswith("__")}
-        names = meta.pop("properties")
+        path = Path(path)
+        try:
+            members = read_npz(path, "accumulator")
+        except ArchiveError as error:
+            raise AccumulatorFileError(str(error)) from None
+        return cls.from_members(path, members, properties=properties, device=device, engine=engine)
+
+    @classmethod
+    def from_members(
+        cls,
+        path: Path,
+        members: dict[str, np.ndarray],
+        properties: Sequence[str | Property] | None = None,
+        device: str | torch.device | None = None,
+        engine: str = "auto",
+    ) -> Accumulator:
+        """An accumulator from the arrays of a file `load` (or a checkpoint's reader) has read, checked.
+
+        Parameters
+        ----------
+        path : Path
+            The file, for messages.
+        members : dict of str to ndarray
+            Every entry of the file (`plmlens.proteins.archive.read_npz`).
+
+        Raises
+        ------
+        AccumulatorFileError
+            See `load`.
+        """
+        try:
+            meta = parse_json(path, text_member(path, members, "__meta__", "accumulator"), "accumulator settings")
+            verify_checksum(path, meta.get("checksum") if isinstance(meta, dict) else None,
+                            {name: value for name, value in members.items() if name != "__meta__"})  # fmt: skip
+        except ArchiveError as error:
+            raise AccumulatorFileError(str(error)) from None
+        settings, counts = _checked_meta(path, meta)
+        stored = {k: v for k, v in members.items() if not k.startswith("__")}
+        _check_sums(path, stored, settings, counts)
+        names = settings.pop("properties")
         custom = {p.name: p for p in properties or () if isinstance(p, Property)}
-        counts = meta.pop("n_proteins"), meta.pop("n_residues")
-        acc = cls(**meta, properties=[custom.get(n, n) for n in names], sums=sums, device=device, engine=engine)
+        try:
+            acc = cls(**settings, properties=[custom.get(n, n) for n in names], sums=stored, device=device,
+                      engine=engine)  # fmt: skip
+        except KeyError as error:  # a property neither registered nor given
+            raise AccumulatorFileError(f"{path}: {error.args[0] if error.args else error}") from None
         acc.n_proteins, acc.n_residues = counts
         return acc
+
+
+class AccumulatorFileError(ValueError):
+    """An accumulator file (``accumulator.npz``, a checkpoint) that cannot be read; the message is one line."""
+
+
+#: Settings an accumulator file holds and their JSON types; those not in `_REQUIRED` take the constructor's
+#: default when absent (a file written before the setting existed).
+_META_TYPES = {"n_layers": int, "n_heads": int, "properties": list, "threshold": (int, float), "seed": int,
+               "n_bootstrap": int, "null": bool, "support": str}  # fmt: skip
+_REQUIRED = ("n_layers", "n_heads", "properties")
+#: Sums that count pairs (integers stored as float64), and sub-counts that cannot exceed their whole.
+_COUNTS = ("arcs", "hits", "null_arcs", "null_hits", "boot_arcs", "boot_hits", "background_hits", "background_total")
+_PARTS = (("hits", "arcs"), ("null_hits", "null_arcs"), ("boot_hits", "boot_arcs"),
+          ("background_hits", "background_total"), ("weight_hits", "weight"),
+          ("null_weight_hits", "null_weight"))  # fmt: skip
+
+
+def _checked_meta(path: Path, meta: object) -> tuple[dict, tuple[int, int]]:
+    """The settings of an accumulator file, type-checked, with defaults filled in, and its
+    (n_proteins, n_residues)."""
+
+    def fail(reason: str) -> AccumulatorFileError:
+        return AccumulatorFileError(f"{path}: damaged accumulator ({reason})")
+
+    if not isinstance(meta, dict):
+        raise fail(f"settings are a {type(meta).__name__}, not a dict")
+    meta = {k: v for k, v in meta.items() if k != "checksum"}
+    counts = (meta.pop("n_proteins", None), meta.pop("n_residues", None))
+    if not all(is_int(count) and count >= 0 for count in counts):
+        raise fail(f"n_proteins, n_residues are {counts[0]!r:.30}, {counts[1]!r:.30}: not counts")
+    unknown, missing = sorted(set(meta) - set(_META_TYPES)), [k for k in _REQUIRED if k not in meta]
+    if unknown or missing:
+        raise fail(f"unknown settings {unknown}" if unknown else f"no {', '.join(missing)}")
+    defaults = inspect.signature(Accumulator.__init__).parameters
+    settings = {name: meta.get(name, defaults[name].default) for name in _META_TYPES if name != "properties"}
+    settings["properties"] = meta["properties"]
+    for name, types in _META_TYPES.items():
+        value = settings[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
+            raise fail(f"{name} is a {type(value).__name__}")
+    smallest = {"n_layers": 1, "n_heads": 1, "n_bootstrap": 0, "seed": 0}
+    if any(settings[name] < low for name, low in smallest.items()):
+        raise fail("a layer, head, bootstrap or seed count below its least value")
+    if not is_number(settings["threshold"]) or settings["support"] not in SUPPORTS:
+        raise fail(f"threshold {settings['threshold']!r:.30} or support {settings['support']!r:.30}")
+    names = settings["properties"]
+    if not all(isinstance(name, str) for name in names) or len(set(names)) != len(names):
+        raise fail("properties are not distinct names")
+    return settings, (counts[0], counts[1])
+
+
+def _check_sums(path: Path, stored: dict[str, np.ndarray], settings: dict, counts: tuple[int, int]) -> None:
+    """The invariants of an accumulator file's sums (see `Accumulator.load`), checked before any is used."""
+
+    def fail(reason: str) -> AccumulatorFileError:
+        return AccumulatorFileError(f"{path}: damaged accumulator ({reason})")
+
+    shape = (len(settings["properties"]), settings["n_layers"], settings["n_heads"])
+    expected = {name: shape for name in (*SUMS, *(f"null_{name}" for name in SUMS))}
+    expected.update(background_hits=shape[:1], background_total=shape[:1])
+    expected.update(boot_arcs=(settings["n_bootstrap"], *shape), boot_hits=(settings["n_bootstrap"], *shape))
+    missing, unknown = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    if missing or unknown:
+        # The constructor would fill a missing sum with zeros: a damaged file must not pass for a run.
+        raise fail(f"sums missing: {missing}, unexpected: {unknown}")
+    n_proteins, n_residues = counts
+    if n_proteins == 0 and n_residues != 0:
+        raise fail(f"{n_residues} residues but no protein")
+    for name, value in stored.items():
+        if value.shape != expected[name] or value.dtype.kind not in "fiu":
+            raise fail(f"sum {name} is {value.dtype}{list(value.shape)}, expected numbers{list(expected[name])}")
+        if not np.isfinite(value).all() or (value < 0).any():
+            raise fail(f"sum {name} is not finite and non-negative")
+        if name in _COUNTS and (value != np.round(value)).any():
+            raise fail(f"sum {name} counts pairs but is not whole")
+        # No protein, no sums; and pairs of residues number at most the residues squared (bootstrap
+        # replicates weigh proteins, so their counts may exceed it).
+        too_many = name in _COUNTS and not name.startswith("boot_") and (value > float(n_residues) ** 2).any()
+        if (n_proteins == 0 and value.any()) or too_many:
+            raise fail(f"sum {name} does not fit {n_proteins} proteins of {n_residues} residues")
+    for part, whole in _PARTS:
+        # Weights are float sums added in differing orders: only an excess beyond rounding is damage.
+        slack = 0.0 if part in _COUNTS else 1e-9 * stored[whole] + 1e-12
+        if (stored[part] > stored[whole] + slack).any():
+            raise fail(f"{part} exceeds {whole}")

@@ -90,6 +90,92 @@ def contact_map(
     return np.ma.MaskedArray(values & ~mask, mask=mask)
 
 
+#: Candidate pairs whose distances are computed at once when contacts are counted (bounds the memory).
+_PAIR_CHUNK = 1 << 22
+#: Relative margin around the contact threshold within which the KD-tree's rounding could disagree with
+#: `contact_map`'s; pairs there are decided by `contact_map`'s own arithmetic.
+_MARGIN = 1e-9
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # The very arithmetic of `contact_map` (float64, squares summed over x, y, z in order), so that a
+    # distance next to the threshold falls on the same side.
+    return np.sqrt(((a - b) ** 2).sum(-1))
+
+
+def _pairs_closer_than(xyz: np.ndarray, threshold: float) -> int:
+    """Ordered pairs (i, j) of rows of `xyz`, i = j included, whose `contact_map` distance is < `threshold`."""
+    if not threshold > 0:
+        return 0
+    tree = cKDTree(xyz)
+    low, high = threshold * (1 - _MARGIN), threshold * (1 + _MARGIN)
+    inside = int(tree.count_neighbors(tree, low))
+    if int(tree.count_neighbors(tree, high)) == inside:
+        # No pair lies within a hair of the threshold: every pair the tree counts is a contact and every
+        # other is not, whatever the rounding. Counting takes no memory, even for a dense cluster.
+        return inside
+    # Some pair is within the margin: decide every candidate with contact_map's arithmetic, a bounded
+    # number of candidate pairs at a time.
+    lengths = np.asarray(tree.query_ball_point(xyz, high, return_length=True), dtype=np.int64)
+    cumulative = np.cumsum(lengths)
+    total = start = 0
+    while start < len(xyz):
+        before = cumulative[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(cumulative, before + _PAIR_CHUNK, side="right")))
+        neighbours = tree.query_ball_point(xyz[start:stop], high)
+        rows = np.repeat(np.arange(start, stop), lengths[start:stop])
+        columns = np.concatenate([np.asarray(n, dtype=np.intp) for n in neighbours])
+        total += int(np.count_nonzero(_distances(xyz[rows], xyz[columns]) < threshold))
+        start = stop
+    return total
+
+
+def contact_counts(
+    protein: Protein, threshold: float = 8.0, min_separation: int = 6, atom: str = "CA"
+) -> tuple[int, int]:
+    """Contacts of `contact_map` and its defined entries, counted without building the L × L map.
+
+    Equal to ``(m.filled(False).sum(), m.count())`` for ``m = contact_map(protein, threshold,
+    min_separation, atom=atom)``, in memory that grows with the number of residues (and of pairs near one
+    another), not with its square: a 200,000-residue chain costs megabytes, not 900 GiB.
+
+    Parameters
+    ----------
+    protein : Protein
+    threshold : float
+        Distance cut-off in Å.
+    min_separation : int
+        Pairs closer in sequence are defined and not contacts.
+    atom : {"CA", "CB"}
+
+    Returns
+    -------
+    (int, int)
+        Ordered residue pairs (i, j) in contact, and ordered pairs where both residues have coordinates
+        (the diagonal included); ``(0, 0)`` without coordinates, at no cost.
+    """
+    coords = {"CA": protein.ca, "CB": protein.cb}.get(atom.upper())
+    if coords is None:
+        raise ValueError(f"atom must be 'CA' or 'CB', got {atom!r}")
+    index = np.flatnonzero(protein.has_coords & np.isfinite(coords).all(axis=1))
+    n = len(index)
+    if n == 0:
+        return 0, 0
+    xyz = coords[index].astype(np.float64)
+    contacts = _pairs_closer_than(xyz, threshold)
+    # Take out the pairs closer in sequence than min_separation, decided as contact_map decides them.
+    for offset in range(min(max(min_separation, 0), len(protein))):
+        if offset == 0:
+            contacts -= n * int(threshold > 0.0)
+            continue
+        partner = np.searchsorted(index, index + offset)
+        first = np.flatnonzero(partner < n)
+        first = first[index[partner[first]] == index[first] + offset]
+        close = _distances(xyz[first], xyz[partner[first]]) < threshold
+        contacts -= 2 * int(np.count_nonzero(close))
+    return contacts, n * n
+
+
 def residues_near(
     residue_atoms: np.ndarray,
     atom_residue: np.ndarray,

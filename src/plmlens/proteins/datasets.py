@@ -8,14 +8,16 @@ read with `safe_loads`.
 from __future__ import annotations
 
 import json
+import mmap
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from plmlens.proteins.record import SS_COIL, STANDARD_AMINO_ACIDS, Protein, ProteinError
+from plmlens.proteins.record import SS_COIL, STANDARD_AMINO_ACIDS, Protein, ProteinError, residue_number_array
 from plmlens.proteins.safe_pickle import safe_loads
 from plmlens.proteins.skips import Skipped
 
@@ -27,6 +29,94 @@ def _normalise_sequence(sequence: str) -> str:
     # U (selenocysteine), O (pyrrolysine) and the ambiguity codes B/Z/J have no place among the 20;
     # anything that is not a letter is left for `Protein` to reject with a clear error.
     return "".join(c if c in STANDARD_AMINO_ACIDS or not c.isalpha() else "X" for c in sequence.upper())
+
+
+# LMDB's on-disk layout (mdb.c, LMDB 0.9): 16-byte page headers, meta pages 0 and 1, B-tree pages of
+# 8-byte nodes (size or child page, flags, key size), values over a page long in overflow pages.
+_PAGE_HEADER = 16
+_P_BRANCH, _P_LEAF, _P_OVERFLOW = 0x01, 0x02, 0x04
+_F_BIGDATA, _F_SUBDATA, _F_DUPDATA = 0x01, 0x02, 0x04
+_LMDB_MAGIC = 0xBEEFC0DE
+_MAX_DEPTH = 64
+
+
+def _lmdb_meta(data: mmap.mmap) -> tuple[int, int, int]:
+    """Page size, last page and main-database root of the newer of the two meta pages, as LMDB picks it."""
+    metas = []
+    offset = 0  # meta page 0, then meta page 1 one page further, at the page size meta 0 gives
+    for _ in range(2):
+        magic, _version, _, _, psize = struct.unpack_from("<IIQQI", data, offset + _PAGE_HEADER)
+        (root,) = struct.unpack_from("<Q", data, offset + _PAGE_HEADER + 112)
+        last, txnid = struct.unpack_from("<QQ", data, offset + _PAGE_HEADER + 120)
+        if magic != _LMDB_MAGIC or psize < 512 or psize & (psize - 1) or (metas and psize != metas[0][1]):
+            raise ValueError("damaged meta page")
+        metas.append((txnid, psize, last, root))
+        offset = psize
+    _, psize, last, root = max(metas)
+    return psize, last, root
+
+
+def _lmdb_page_nodes(data: mmap.mmap, page: int, psize: int) -> tuple[int, list[tuple[int, int, int, int]]]:
+    """A B-tree page's flags and nodes ``(offset, low 32 bits, flags, key size)``, bounds checked."""
+    base = page * psize
+    _, _, flags, lower, upper = struct.unpack_from("<QHHHH", data, base)
+    if not flags & (_P_BRANCH | _P_LEAF) or not _PAGE_HEADER <= lower <= upper <= psize or lower % 2:
+        raise ValueError(f"page {page} is not a B-tree page")
+    nodes = []
+    for k in range((lower - _PAGE_HEADER) // 2):
+        (offset,) = struct.unpack_from("<H", data, base + _PAGE_HEADER + 2 * k)
+        if not upper <= offset <= psize - 8:
+            raise ValueError(f"page {page}: node {k} lies outside its page")
+        low, high, node_flags, key_size = struct.unpack_from("<HHHH", data, base + offset)
+        if offset + 8 + key_size > psize:
+            raise ValueError(f"page {page}: node {k}'s key runs past its page")
+        nodes.append((offset, low | high << 16, node_flags, key_size))
+    return flags, nodes
+
+
+def lmdb_tree_problem(data_file: Path) -> str | None:
+    """What is wrong with an LMDB file's B-tree, or None when every page a read can reach is sound.
+
+    LMDB trusts its file: a damaged node offset, value size or page number makes a read touch memory past
+    the end of the file, which kills the process (SIGBUS). This walks the main database's tree from the
+    root the newer meta page names and checks every page, node and overflow run against the page and the
+    file before LMDB reads them. Named databases and duplicate keys (never in TAPE's files) are refused.
+    """
+    try:
+        with open(data_file, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            psize, last, root = _lmdb_meta(data)
+            pages = len(data) // psize
+            if root == 2**64 - 1:
+                return None  # an empty database
+            stack, seen = [(root, 1)], set()
+            while stack:
+                page, depth = stack.pop()
+                if not 2 <= page <= last or page >= pages or page in seen or depth > _MAX_DEPTH:
+                    raise ValueError(f"page {page} cannot be in the tree")
+                seen.add(page)
+                flags, nodes = _lmdb_page_nodes(data, page, psize)
+                for offset, low, node_flags, key_size in nodes:
+                    value = page * psize + offset + 8 + key_size
+                    if flags & _P_BRANCH:
+                        stack.append((low | node_flags << 32, depth + 1))  # the flags are the page's top bits
+                    elif node_flags & (_F_SUBDATA | _F_DUPDATA):
+                        raise ValueError(f"page {page}: a named database or duplicate keys")
+                    elif node_flags & _F_BIGDATA:
+                        if offset + 8 + key_size + 8 > psize:
+                            raise ValueError(f"page {page}: an overflow reference runs past its page")
+                        (first,) = struct.unpack_from("<Q", data, value)
+                        if not 2 <= first <= last or first >= pages:
+                            raise ValueError(f"page {page}: overflow page {first} is not in the file")
+                        _, _, over_flags, count = struct.unpack_from("<QHHI", data, first * psize)
+                        if not over_flags & _P_OVERFLOW or first + count - 1 > min(last, pages - 1):
+                            raise ValueError(f"overflow page {first} is damaged")
+                        if low > count * psize - _PAGE_HEADER:
+                            raise ValueError(f"page {page}: a value longer than its overflow pages")
+                    elif offset + 8 + key_size + low > psize:
+                        raise ValueError(f"page {page}: a value runs past its page")
+    except (OSError, ValueError, struct.error) as error:
+        return " ".join(str(error).split()) or type(error).__name__
+    return None
 
 
 def iter_lmdb(path: str | Path) -> Iterator[tuple[str, Any | Exception]]:
@@ -52,6 +142,10 @@ def iter_lmdb(path: str | Path) -> Iterator[tuple[str, Any | Exception]]:
         needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
         if os.path.getsize(data_file) < needed:
             raise ProteinError(f"{path}: truncated LMDB ({os.path.getsize(data_file):,} of {needed:,} bytes)")
+        # Nor does it check its pages: a damaged node offset or value size reads past the file (SIGBUS).
+        problem = lmdb_tree_problem(data_file)
+        if problem is not None:
+            raise ProteinError(f"{path}: corrupt LMDB ({problem})")
         with env.begin() as txn:
             raw = txn.get(b"num_examples")
             if raw is None:
@@ -172,6 +266,15 @@ def _record_to_protein(record: dict, source: str, record_id: str, where: str) ->
             raise ProteinError(f"{where}: '{name}' has shape {value.shape}, expected {shape}")
         return value
 
+    def class_labels(name: str, count: int) -> np.ndarray:
+        value = per_residue(name, (n,))
+        integral = value.dtype.kind in "iub" or (
+            value.dtype.kind == "f" and bool(np.isfinite(value).all() and (value == np.round(value)).all())
+        )  # a NaN or 1.5 label is no class: refuse it rather than cast it to some integer
+        if not integral or value.min(initial=0) < 0 or value.max(initial=0) >= count:
+            raise ProteinError(f"{where}: '{name}' labels outside 0..{count - 1}")
+        return value.astype(np.int64)
+
     if kind == "proteinnet":
         tertiary = per_residue("tertiary", (n, 3)).astype(np.float32)
         valid = per_residue("valid_mask", (n,)).astype(bool) & np.isfinite(tertiary).all(axis=1)
@@ -179,22 +282,24 @@ def _record_to_protein(record: dict, source: str, record_id: str, where: str) ->
         fields["has_coords"] = valid
     elif kind == "secondary_structure":
         if "ss8" in record:
-            labels = per_residue("ss8", (n,)).astype(int)
-            if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(TAPE_SS8):
-                raise ProteinError(f"{where}: 'ss8' labels outside 0..{len(TAPE_SS8) - 1}")
+            labels = class_labels("ss8", len(TAPE_SS8))
             fields["dssp"] = "".join(TAPE_SS8[i] for i in labels).replace("C", SS_COIL)
         else:
             # ss3 alone (H, E, C) cannot tell Turn/Bend from coil: keep helix and strand only.
-            labels = per_residue("ss3", (n,)).astype(int)
-            if labels.min(initial=0) < 0 or labels.max(initial=0) > 2:
-                raise ProteinError(f"{where}: 'ss3' labels outside 0..2")  # a negative index would pass silently
+            labels = class_labels("ss3", 3)  # a negative index would pass silently
             fields["dssp"] = "".join("HE-"[i] for i in labels)
     elif kind in ("binding_sites", "ptm"):
-        positions = np.asarray(record["positions"]).astype(np.int64)
+        # A position may be NaN: a residue without an author number. It becomes -1 (unknown) and is
+        # labelled by nothing, not even by a label of -1.
+        raw = np.asarray(record["positions"])
+        unknown = np.isnan(raw) if raw.dtype.kind == "f" else np.zeros(raw.shape, dtype=bool)
+        positions = residue_number_array(raw, where)
         if positions.shape != (n,):
             raise ProteinError(f"{where}: positions of shape {positions.shape} for {n} residues")
-        labelled = record["sites" if kind == "binding_sites" else "modifications"]
-        mask = np.isin(positions, np.asarray(list(labelled), dtype=np.int64))
+        labelled = np.asarray(list(record["sites" if kind == "binding_sites" else "modifications"]))
+        if labelled.dtype.kind == "f":
+            labelled = labelled[~np.isnan(labelled)]  # a label without a number labels no residue
+        mask = np.isin(positions, residue_number_array(labelled, where)) & ~unknown
         fields["residue_numbers"] = positions
         fields["binding_site" if kind == "binding_sites" else "ptm"] = mask
     return Protein(id=record_id, sequence=sequence, source=source, **fields)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from plmlens.proteins.annotations import contact_map
+from plmlens.proteins.annotations import contact_counts
 from plmlens.proteins.record import SS_CLASSES, STANDARD_AMINO_ACIDS, Protein
 from plmlens.proteins.skips import Skipped
 
@@ -84,7 +84,8 @@ def describe(
     Backgrounds are shares over the *defined* entries only:
 
     * ``contact``: contacts (`contact_map`, 8 Å between CA, separation ≥ 6) over all defined ordered
-      residue pairs (i, j), the diagonal included — the denominator the attention analysis uses;
+      residue pairs (i, j), the diagonal included — the denominator the attention analysis uses; counted
+      by `contact_counts` in memory linear in the protein's length;
     * ``binding_site``, ``ptm``: labelled residues over residues of proteins that carry such labels;
     * ``helix``, ``strand``, ``turn_bend``: over residues with a known DSSP state;
     * each amino acid: over all residues.
@@ -98,8 +99,8 @@ def describe(
             result.skipped.append(record)
             continue
         result.lengths.append(len(record))
-        contacts = contact_map(record)
-        counters["contact"].add(contacts.filled(False).sum(), contacts.count())
+        # Counted, not mapped: an L × L map of a 200,000-residue chain would take 900 GiB.
+        counters["contact"].add(*contact_counts(record))
         for name in ("binding_site", "ptm"):
             labels = getattr(record, name)
             if labels is not None:

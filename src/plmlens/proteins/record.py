@@ -26,6 +26,48 @@ class ProteinError(ValueError):
     """A protein record that cannot be built or used; the message names the file and chain."""
 
 
+def residue_number_array(values: object, where: str = "<memory>") -> np.ndarray:
+    """Author residue numbers as int64, ``-1`` where a number is missing.
+
+    A missing number is ``None`` or NaN (what a reader gives for a blank or unreadable field, or a
+    dataset for a residue without one): it becomes ``-1``, explicitly, never a cast of NaN to int.
+
+    Parameters
+    ----------
+    values : array-like
+        Integers, or floats with integral values or NaN, or ``None`` entries.
+    where : str
+        Names the record in the error message.
+
+    Raises
+    ------
+    ProteinError
+        For a number that is not an integer (``1.5``, infinite, beyond int64, text).
+    """
+    try:
+        array = np.asarray(values)
+        if array.dtype.kind == "O":  # a list with None entries
+            items = array.reshape(-1).tolist()
+            numbers = (int, float, np.integer, np.floating)
+            if any(isinstance(item, bool) or not (item is None or isinstance(item, numbers)) for item in items):
+                raise ValueError("not a number")
+            array = np.array([np.nan if item is None else float(item) for item in items]).reshape(array.shape)
+    except (ValueError, OverflowError):  # ragged lists, text, ints beyond a float
+        raise ProteinError(f"{where}: residue numbers must be integers") from None
+    if array.dtype.kind in "iu":
+        if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+            raise ProteinError(f"{where}: residue numbers beyond the int64 range")
+        return array.astype(np.int64)
+    if array.dtype.kind != "f":
+        raise ProteinError(f"{where}: residue numbers must be integers, not {array.dtype}")
+    missing = np.isnan(array)
+    known = array[~missing]
+    limit = float(2**62)  # well inside int64, and exact in float64
+    if not (np.isfinite(known).all() and (known == np.round(known)).all() and (np.abs(known) < limit).all()):
+        raise ProteinError(f"{where}: residue numbers must be integers (or NaN where unknown)")
+    return np.where(missing, -1.0, array).astype(np.int64)
+
+
 @dataclass(eq=False)
 class Protein:
     """One protein chain with per-residue coordinates and annotations.
@@ -42,7 +84,8 @@ class Protein:
     chain : str or None
         Author chain id in `source`, where there is one.
     residue_numbers : ndarray of int, shape (L,)
-        Author residue numbers (PDB numbering); ``-1`` where unknown.
+        Author residue numbers (PDB numbering); ``-1`` where unknown. Given as floats, NaN means unknown
+        and becomes ``-1`` (see `residue_number_array`); a non-integral number is an error.
     insertion_codes : ndarray of str, shape (L,)
         Author insertion codes, ``""`` where there is none.
     ca, cb : ndarray of float32, shape (L, 3)
@@ -75,6 +118,7 @@ class Protein:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_types()
         n = len(self.sequence)
         where = f"{self.source or '<memory>'}: {self.id}"
         if n == 0:
@@ -92,7 +136,7 @@ class Protein:
             self.cb = np.full((n, 3), np.nan, dtype=np.float32)
         if self.has_coords is None:
             self.has_coords = np.isfinite(self.ca).all(axis=1)
-        self.residue_numbers = np.asarray(self.residue_numbers, dtype=np.int64)
+        self.residue_numbers = residue_number_array(self.residue_numbers, where)
         self.insertion_codes = np.asarray(self.insertion_codes, dtype="<U1")
         self.ca = np.asarray(self.ca, dtype=np.float32)
         self.cb = np.asarray(self.cb, dtype=np.float32)
@@ -117,6 +161,19 @@ class Protein:
                 raise ProteinError(f"{where}: {name} has shape {got}, expected {want}")
         if self.dssp is not None and len(self.dssp) != n:
             raise ProteinError(f"{where}: DSSP string has {len(self.dssp)} states for {n} residues")
+
+    def _check_types(self) -> None:
+        # Records come from damaged files too: a list where the id belongs must fail here, with the
+        # record named, not later in a set, a dict key or a JSON file.
+        expected = {"id": (str,), "sequence": (str,), "source": (str,), "chain": (str, type(None)),
+                    "dssp": (str, type(None)), "meta": (dict,)}  # fmt: skip
+        for name, types in expected.items():
+            value = getattr(self, name)
+            if not isinstance(value, types):
+                where = f"{self.source if isinstance(self.source, str) and self.source else '<memory>'}"
+                record = self.id if isinstance(self.id, str) else f"{self.id!r:.60}"
+                wanted = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+                raise ProteinError(f"{where}: {record}: {name} is a {type(value).__name__}, not {wanted}")
 
     def __len__(self) -> int:
         return len(self.sequence)

@@ -9,22 +9,24 @@ records too, so proteins keep their positions and the skips are still reported),
     plmlens analyze --model antiberty --data 'runs/antibodies.proteins.npz::chain_type=heavy' ...
 
 The file is a NumPy ``.npz`` read with ``allow_pickle=False``: concatenated per-residue arrays and a JSON
-index, nothing executable.
+index, nothing executable. The index holds a SHA-256 checksum of the arrays (sets saved before it was
+added have none and are read all the same); reading checks the checksum, every field's type, every array's
+dtype and shape, and that the arrays hold exactly the residues the index lists, before the first record
+comes out: a damaged set is one error naming the file, never a traceback nor a wrong record.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import zipfile
-import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from plmlens.ioutils import write_bytes_atomic
-from plmlens.proteins.record import Protein, ProteinError
+from plmlens.proteins.archive import ArchiveError, array_checksum, parse_json, read_npz, text_member, verify_checksum
+from plmlens.proteins.record import STANDARD_AMINO_ACIDS, Protein, ProteinError
 from plmlens.proteins.skips import Skipped
 
 #: File name ending that marks a protein set.
@@ -83,11 +85,83 @@ def save_protein_set(
         name: np.concatenate(parts) if parts else np.zeros((0, 3) if name in ("ca", "cb") else 0, dtype=_ARRAYS[name])
         for name, parts in columns.items()
     }
-    header = {"format": FORMAT, "source": source, "records": index}
+    # The checksum lets a reader tell arrays damaged (or replaced) after saving from the ones written.
+    header = {"format": FORMAT, "source": source, "records": index, "checksum": array_checksum(arrays)}
     buffer = io.BytesIO()
     # Meta values that JSON cannot hold (tuples become lists) are written as text.
     np.savez_compressed(buffer, __index__=np.array(json.dumps(header, default=str)), **arrays)
     return write_bytes_atomic(path, buffer.getvalue())
+
+
+def _load(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """The index and arrays of a protein set, checked (see `read_protein_set`)."""
+    try:
+        members = read_npz(path, "protein set")
+        # A protein's free-form meta may hold a NaN (json writes it): the index is read as it was written.
+        text = text_member(path, members, "__index__", "protein set")
+        header = parse_json(path, text, "protein set index", allow_nan=True)
+    except ArchiveError as error:
+        raise ProteinError(str(error)) from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        found = header.get("format") if isinstance(header, dict) else header
+        raise ProteinError(f"{path}: protein set format {found!r:.80}, expected {FORMAT!r}")
+    arrays = {name: value for name, value in members.items() if name != "__index__"}
+    if set(arrays) != set(_ARRAYS):
+        missing, extra = sorted(set(_ARRAYS) - set(arrays)), sorted(set(arrays) - set(_ARRAYS))
+        raise ProteinError(f"{path}: damaged protein set (arrays missing: {missing}, unexpected: {extra})")
+    try:
+        verify_checksum(path, header.get("checksum"), arrays)
+    except ArchiveError as error:
+        raise ProteinError(str(error)) from None
+    if not isinstance(header.get("source"), (str, type(None))):
+        raise ProteinError(f"{path}: damaged protein set index (source is a {type(header['source']).__name__})")
+    records = header.get("records")
+    if not isinstance(records, list):
+        raise ProteinError(f"{path}: damaged protein set index (records is a {type(records).__name__}, not a list)")
+    total = 0
+    for position, item in enumerate(records):
+        total += _check_item(path, position, item)
+    for name, dtype in _ARRAYS.items():
+        array, shape = arrays[name], (total, 3) if name in ("ca", "cb") else (total,)
+        if array.dtype != np.dtype(dtype) or array.shape != shape:
+            raise ProteinError(
+                f"{path}: damaged protein set (array {name} is {array.dtype}{list(array.shape)}, "
+                f"expected {np.dtype(dtype)}{list(shape)} for the {total:,} residues of its index)"
+            )
+    return header, arrays
+
+
+#: Fields of a protein's index entry and the JSON types they must have.
+_FIELDS = {"id": (str,), "sequence": (str,), "source": (str,), "chain": (str, type(None)), "dssp": (str, type(None)),
+           "binding_site": (bool,), "ptm": (bool,), "meta": (dict,)}  # fmt: skip
+_SKIP_FIELDS = {"file": (str,), "chain": (str, type(None)), "reason": (str,)}
+_LETTERS = frozenset(STANDARD_AMINO_ACIDS + "X")
+
+
+def _check_item(path: Path, position: int, item: object) -> int:
+    """Check one entry of the index; returns its residue count (0 for a skipped record)."""
+    where = f"{path}: damaged protein set index (record {position}"
+    if isinstance(item, dict) and "skipped" in item:
+        item, fields = item["skipped"], _SKIP_FIELDS
+    elif isinstance(item, dict):
+        fields = _FIELDS
+    else:
+        raise ProteinError(f"{where} is a {type(item).__name__}, not a dict)")
+    if not isinstance(item, dict):
+        raise ProteinError(f"{where}: skipped is a {type(item).__name__}, not a dict)")
+    for name, types in fields.items():
+        if name not in item:
+            raise ProteinError(f"{where} has no {name})")
+        if not isinstance(item[name], types):
+            raise ProteinError(f"{where}: {name} is a {type(item[name]).__name__})")
+    if fields is _SKIP_FIELDS:
+        return 0
+    sequence = item["sequence"]
+    if not sequence or not _LETTERS.issuperset(sequence):
+        raise ProteinError(f"{where}: sequence is not one of the 20 amino acids and X)")
+    if item["dssp"] is not None and len(item["dssp"]) != len(sequence):
+        raise ProteinError(f"{where}: {len(item['dssp'])} DSSP states for {len(sequence)} residues)")
+    return len(sequence)
 
 
 def read_protein_set(path: str | Path) -> Iterator[Protein | Skipped]:
@@ -96,58 +170,43 @@ def read_protein_set(path: str | Path) -> Iterator[Protein | Skipped]:
     Raises
     ------
     ProteinError
-        Naming the file, when it is not a readable protein set (the whole file fails: its arrays are
-        shared by all of its records).
+        Naming the file, when it is not a readable, undamaged protein set: the whole file fails, before
+        any record comes out (its arrays are shared by all of its records).
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(str(data["__index__"]))
-            arrays = {name: data[name] for name in _ARRAYS}
-    # A damaged zip fails on opening (BadZipFile) or only when a member is read (bad CRC, zlib.error);
-    # damaged version or flag fields make zipfile raise NotImplementedError ("zip file version 19.9").
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
-        detail = " ".join(str(error).split()) or type(error).__name__
-        raise ProteinError(f"{path}: not a readable protein set ({detail[:200]})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        found = header.get("format") if isinstance(header, dict) else header
-        raise ProteinError(f"{path}: protein set format {found!r:.80}, expected {FORMAT!r}")
-    try:
-        records = header["records"]
-        total = sum(len(item["sequence"]) for item in records if "skipped" not in item)
-        bad_arrays = any(
-            not isinstance(array, np.ndarray) or array.ndim == 0 or len(array) != total for array in arrays.values()
-        )  # a member that is not .npy comes back as bytes
-    except (KeyError, TypeError) as error:  # an index that is not a list of record dicts
-        raise ProteinError(f"{path}: damaged protein set index ({type(error).__name__}: {error})") from None
-    if bad_arrays:
-        raise ProteinError(f"{path}: per-residue arrays do not match the {total:,} residues of its index")
+    header, arrays = _load(path)
+    records: list[Protein | Skipped] = []
     offset = 0
     for position, item in enumerate(header["records"]):
         if "skipped" in item:
             skipped = item["skipped"]
-            try:
-                yield Skipped(str(skipped["file"]), skipped["chain"], str(skipped["reason"]))
-            except (KeyError, TypeError):
-                yield Skipped(str(path), str(position), "damaged skipped record in the index")
+            records.append(Skipped(skipped["file"], skipped["chain"], skipped["reason"]))
             continue
         n = len(item["sequence"])
         window = {name: array[offset : offset + n] for name, array in arrays.items()}
         offset += n
         try:
-            yield Protein(
+            records.append(Protein(
                 id=item["id"], sequence=item["sequence"], source=item["source"], chain=item["chain"],
                 residue_numbers=window["residue_numbers"], insertion_codes=window["insertion_codes"],
                 ca=window["ca"], cb=window["cb"], has_coords=window["has_coords"], dssp=item["dssp"],
                 binding_site=window["binding_site"] if item["binding_site"] else None,
                 ptm=window["ptm"] if item["ptm"] else None, meta=dict(item["meta"]),
-            )  # fmt: skip
-        # ValueError: an array of the wrong dtype (text where coordinates belong).
-        except (ValueError, KeyError, TypeError) as error:
-            yield Skipped(str(path), str(item.get("id", position)), str(error).split(": ")[-1])
+            ))  # fmt: skip
+        except ProteinError as error:
+            detail = str(error).split(": ", 2)[-1]
+            raise ProteinError(f"{path}: damaged protein set (record {position}: {detail})") from None
+    # Records are views of the arrays: building them all first costs little and means a damaged set
+    # fails before any of its records is used.
+    yield from records
 
 
 def protein_set_source(path: str | Path) -> str | None:
-    """The SOURCE string a protein set was saved from (None if not recorded)."""
-    with np.load(path, allow_pickle=False) as data:
-        return json.loads(str(data["__index__"])).get("source")
+    """The SOURCE string a protein set was saved from (None if not recorded).
+
+    Raises
+    ------
+    ProteinError
+        Naming the file, when it is not a readable, undamaged protein set.
+    """
+    return _load(Path(path))[0].get("source")

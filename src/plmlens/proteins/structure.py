@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
+import stat
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,6 +90,9 @@ def _read_text(path: Path) -> str:
         Naming the file, when it cannot be read or decompressed.
     """
     try:
+        # A FIFO would block the read forever and a device (a link to /dev/zero) would never end.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ProteinError(f"{path}: not a regular file")
         data = path.read_bytes()
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
@@ -319,6 +324,10 @@ def read_structure_file(path: str | Path, options: StructureOptions | None = Non
             dssp_states = run_mkdssp(structure)
         except DsspError as error:
             dssp_error = str(error)
+        # Secondary structure is one annotation: whatever else goes wrong computing it for one file leaves
+        # it unknown there (one warning line per chain), never ends the run.
+        except Exception as error:
+            dssp_error = f"DSSP failed: {type(error).__name__}: {' '.join(str(error).split())}"
 
     found = False
     for chain in model:
@@ -428,6 +437,8 @@ def _chain_record(
                 dssp = run_pydssp(bb[0], bb[1], bb[2], bb[3])
             except ImportError:
                 log.warning("%s: no mkdssp and no pydssp: secondary structure left unknown", path)
+            except Exception as error:  # as for mkdssp: one chain's DSSP never ends the run
+                log.warning("%s: pydssp failed (%s): secondary structure left unknown", path, error)
         else:
             log.warning("%s: %s: secondary structure left unknown", path, dssp_error)
 

@@ -13,11 +13,14 @@ no hang, no crash, and a directory with bad files among good ones still yields t
 
 Usage::
 
-    python benchmarks/fuzz_readers.py --n 10000 --seed 0 --timeout 30 --out runs/fuzz
+    python tests/tools/fuzz_readers.py --n 10000 --seed 0 --timeout 30 --out runs/fuzz
+    python tests/tools/fuzz_readers.py --seed 1234 --readers mmcif --case 17     # replay one input
 
 prints the count of inputs per reader and outcome, and every failure; each failing input is saved under
-``OUT/failures/<reader>-<case>/`` with ``case.json`` (SOURCE, mutations, error). The test suite
-(``tests/test_fuzz_readers.py``) imports this module and runs the same generators under hypothesis.
+``OUT/failures/<reader>-<case>/`` with ``case.json`` (SOURCE, mutations, error). Input number ``i`` of a
+run is drawn from ``case_rng(seed, i)`` for reader ``readers[i % len(readers)]``. The test suite
+(``tests/test_fuzz_readers.py``) imports this module and runs the same generators with a seed that
+changes from commit to commit, and prints the command that replays any input that fails.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("PLMLENS_SHARED_DATA", REPO.parent / "shared" / "data"))
 PROMOD3_DB = Path("/usr/share/promod3/loop_data/structure_db.dat")
 
@@ -851,6 +854,23 @@ def make_case(reader: str, seeds: Seeds, rng: random.Random, workdir: Path) -> C
 # --------------------------------------------------------------------------------------------------
 
 
+#: The types of `Protein`'s fields (a list where the id belongs once passed, and broke sets and dicts later).
+_PROTEIN_TYPES = {"id": (str,), "sequence": (str,), "source": (str,), "chain": (str, type(None)),
+                  "dssp": (str, type(None)), "meta": (dict,)}  # fmt: skip
+
+
+def _check_protein(protein: Any) -> None:
+    for name, types in _PROTEIN_TYPES.items():
+        if not isinstance(getattr(protein, name), types):
+            raise ContractError(f"Protein.{name} is a {type(getattr(protein, name)).__name__}: {protein.id!r:.80}")
+    n = len(protein.sequence)
+    for name in ("residue_numbers", "insertion_codes", "has_coords"):
+        if getattr(protein, name).shape != (n,):
+            raise ContractError(f"Protein.{name} has shape {getattr(protein, name).shape} for {n} residues")
+    if protein.residue_numbers.dtype != np.int64 or protein.ca.shape != (n, 3) or protein.cb.shape != (n, 3):
+        raise ContractError(f"Protein {protein.id!r:.80}: residue numbers or coordinates of the wrong type")
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
     """Raise `TimeoutError` in the main thread after `seconds` (a hang becomes a failure, not a stall)."""
@@ -908,6 +928,7 @@ def check_case(case: Case) -> str:
                     raise ContractError(f"Skipped not one line naming {location}: {text!r}")
                 outcome = "skipped" if outcome == "empty" else outcome
             elif isinstance(record, Protein):
+                _check_protein(record)
                 outcome = "records"
             else:
                 raise ContractError(f"yielded a {type(record).__name__}, not Protein or Skipped")
@@ -984,8 +1005,21 @@ class Runner:
         self._stop()
 
 
-def run(n: int, seed: int, timeout: float, out: Path, readers: tuple[str, ...] = READERS) -> int:
-    """Fuzz `n` inputs round-robin over `readers`; returns the number of failures."""
+def case_rng(seed: int, case: int) -> random.Random:
+    """The generator of input number `case` of a run seeded with `seed` (the test suite draws the same)."""
+    return random.Random(f"{seed}:{case}")
+
+
+def run(
+    n: int,
+    seed: int,
+    timeout: float,
+    out: Path,
+    readers: tuple[str, ...] = READERS,
+    cases: list[int] | None = None,
+) -> int:
+    """Fuzz `n` inputs round-robin over `readers` (or only the inputs numbered `cases`, to replay a
+    failure); returns the number of failures."""
     seeds = load_seeds()
     # Import the readers (gemmi, lmdb, numpy) before forking, so every worker starts warm.
     import plmlens.proteins  # noqa: F401
@@ -996,11 +1030,11 @@ def run(n: int, seed: int, timeout: float, out: Path, readers: tuple[str, ...] =
     started = time.perf_counter()
     scratch = Path(tempfile.mkdtemp(prefix="plmlens-fuzz-"))
     try:
-        for i in range(n):
+        for i in cases if cases is not None else range(n):
             reader = readers[i % len(readers)]
             workdir = scratch / f"{i:06d}"
             workdir.mkdir()
-            rng = random.Random(f"{seed}:{i}")
+            rng = case_rng(seed, i)
             try:
                 case = make_case(reader, seeds, rng, workdir)
                 status, detail = runner.check(case)
@@ -1029,24 +1063,31 @@ def run(n: int, seed: int, timeout: float, out: Path, readers: tuple[str, ...] =
         bad = sum(v for k, v in counter.items() if k not in ("records", "skipped", "source_error", "empty"))
         print(f"{reader:<12} {sum(counter.values()):>7} {counter['records']:>8} {counter['skipped']:>8} "
               f"{counter['source_error']:>8} {counter['empty']:>6} {bad:>7}")  # fmt: skip
-    print(f"\n{n} inputs, {failures} failures, wall time {elapsed:.1f} s (seed {seed}, timeout {timeout} s)")
+    total = len(cases) if cases is not None else n
+    print(f"\n{total} inputs, {failures} failures, wall time {elapsed:.1f} s (seed {seed}, timeout {timeout} s)")
     return failures
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``--n``, ``--seed``, ``--timeout``, ``--out``, ``--readers``."""
+    """Command line: ``--n``, ``--seed``, ``--timeout``, ``--out``, ``--readers``, ``--case``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=10_000, help="number of inputs (default 10,000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per input before it is a hang")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "fuzz_readers", help="where failures are saved")
     parser.add_argument("--readers", default=",".join(READERS), help=f"comma-separated subset of {READERS}")
+    parser.add_argument("--case", default=None,
+                        help="only these input numbers, comma-separated (to replay a failure)")  # fmt: skip
     args = parser.parse_args(argv)
     readers = tuple(r for r in args.readers.split(",") if r)
     unknown = set(readers) - set(READERS)
     if unknown:
         parser.error(f"unknown readers: {sorted(unknown)}")
-    return 1 if run(args.n, args.seed, args.timeout, args.out, readers) else 0
+    try:
+        cases = None if args.case is None else [int(c) for c in args.case.split(",") if c.strip()]
+    except ValueError:
+        parser.error(f"--case takes input numbers, not {args.case!r}")
+    return 1 if run(args.n, args.seed, args.timeout, args.out, readers, cases) else 0
 
 
 if __name__ == "__main__":
