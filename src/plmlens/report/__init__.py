@@ -2,10 +2,11 @@
 and comparisons of several runs."""
 
 from plmlens.report.compare import CompareError, Run, compare_runs, load_run
-from plmlens.report.run_report import build_report, write_figures
+from plmlens.report.run_report import REPORT_OUTPUTS, build_report, write_figures
 from plmlens.report.view import AttentionView, ViewerError, ngl_javascript
 
 __all__ = [
+    "REPORT_OUTPUTS",
     "AttentionView",
     "CompareError",
     "Run",

@@ -11,8 +11,6 @@ correlations, figures with one panel per model, and one self-contained ``compare
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from dataclasses import dataclass, replace
@@ -21,27 +19,14 @@ from pathlib import Path
 import pandas as pd
 
 from plmlens.ioutils import write_text_atomic
+from plmlens.outputs import OutputSet
 from plmlens.report import figures
-from plmlens.report.interactive import HEAD_CLICK_SCRIPT, HeatmapPanel, clickable_heatmap, head_statistics, panel_of
+from plmlens.report.html import Picture, Table, frame_table, render
+from plmlens.report.interactive import HeatmapPanel, head_statistics, panel_of
 from plmlens.report.run_report import SUMMARY_PROPERTIES
-from plmlens.report.view import ERROR_CAPTURE, STYLE
 
 #: Files of an ``analyze`` output directory that a comparison reads.
 RUN_FILES = ("summary.json", "heads.csv", "layers.csv")
-
-COMPARE_STYLE = """<style>
-.warning { background: #fff4e0; border-left: 4px solid #E69F00; padding: 0.4em 0.8em; }
-figure { margin: 0.5em 0 1.5em; } td:first-child, th:first-child { text-align: left; }
-</style>"""
-
-# Records in the DOM how many inlined images decoded, where a headless browser's --dump-dom can read it.
-IMAGE_CHECK = """<script>
-window.addEventListener("load", () => {
-  const images = Array.from(document.images);
-  document.body.dataset.images = String(images.length);
-  document.body.dataset.decoded = String(images.filter((i) => i.complete && i.naturalWidth > 0).length);
-});
-</script>"""
 
 
 class CompareError(ValueError):
@@ -112,6 +97,15 @@ class Run:
         return bool((self.summary.get("backgrounds") or {}).get(prop))
 
 
+def _read_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A run's heads.csv and layers.csv, with the columns the comparison reads."""
+    heads, layers = pd.read_csv(path / "heads.csv"), pd.read_csv(path / "layers.csv")
+    missing = sorted({"property", "layer", "head", "proportion"} - set(heads.columns))
+    if missing:
+        raise KeyError(f"heads.csv has no {', '.join(missing)}")
+    return heads, layers
+
+
 def load_run(run_dir: str | Path) -> Run:
     """Read an ``analyze`` output directory (and its ``probe/`` results when present).
 
@@ -137,13 +131,17 @@ def load_run(run_dir: str | Path) -> Run:
         raise CompareError(f"{path}: not a `plmlens analyze` output (no {', '.join(missing)})")
     try:
         summary = json.loads((path / "summary.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CompareError(f"{path / 'summary.json'}: unreadable ({error})") from None
+    except (ValueError, RecursionError) as error:  # JSON, UTF-8, or nesting past the stack
+        raise CompareError(f"{path / 'summary.json'}: unreadable ({type(error).__name__})") from None
     if not isinstance(summary, dict) or "threshold" not in summary:
         raise CompareError(f"{path / 'summary.json'}: not an analyze summary (no threshold)")
-    heads = pd.read_csv(path / "heads.csv")
-    layers = pd.read_csv(path / "layers.csv")
+    try:
+        heads, layers = _read_tables(path)
+    except (ValueError, KeyError) as error:  # pandas' parser errors are ValueErrors
+        raise CompareError(f"{path}: damaged heads.csv or layers.csv ({type(error).__name__}: {error})") from None
     model = summary.get("model") or {}
+    if not isinstance(model, dict):
+        raise CompareError(f"{path / 'summary.json'}: not an analyze summary (model is not a record)")
     for key, column in (("layers", "layer"), ("heads", "head")):
         if len(heads) and model.get(key) and heads[column].max() > int(model[key]):
             raise CompareError(f"{path}: heads.csv has {column} {heads[column].max()} but the model has {model[key]}")
@@ -391,17 +389,8 @@ def _interval(low, high) -> str:
     return f"{fmt_percent(low)} – {fmt_percent(high)}"
 
 
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
-
-
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, na_rep="–", escape=True)
-
-
-def _note(text: str, warning: bool = False) -> str:
-    return f'<p class="{"warning" if warning else "note"}">{html.escape(text)}</p>'
+def _table(frame: pd.DataFrame) -> Table:
+    return frame_table(frame)
 
 
 def _listing(names: list[str]) -> str:
@@ -445,7 +434,7 @@ def comparison_notes(runs: list[Run]) -> list[tuple[str, bool]]:
     return notes
 
 
-def _models_html(models: pd.DataFrame, runs: list[Run]) -> str:
+def _models_html(models: pd.DataFrame, runs: list[Run]) -> Table:
     seeds = {run.name: run.init_seed for run in runs}
     shown = pd.DataFrame({
         "model": models["name"], "architecture": models["architecture"].fillna("–"),
@@ -460,7 +449,7 @@ def _models_html(models: pd.DataFrame, runs: list[Run]) -> str:
     return _table(shown)
 
 
-def _top_heads_html(top: pd.DataFrame) -> str:
+def _top_heads_html(top: pd.DataFrame) -> Table:
     shown = pd.DataFrame({
         "model": top["model"], "top head": top["top_head"].fillna("–"),
         "attention to property": top["proportion"].map(fmt_percent), "background": top["background"].map(fmt_percent),
@@ -474,7 +463,7 @@ def _top_heads_html(top: pd.DataFrame) -> str:
     return _table(shown)
 
 
-def _significant_html(top: pd.DataFrame, properties: list[str], names: list[str]) -> str:
+def _significant_html(top: pd.DataFrame, properties: list[str], names: list[str]) -> Table:
     rows = []
     for name in names:
         row = {"model": name}
@@ -487,7 +476,7 @@ def _significant_html(top: pd.DataFrame, properties: list[str], names: list[str]
     return _table(pd.DataFrame(rows))
 
 
-def _centres_html(centres: pd.DataFrame, properties: list[str], names: list[str]) -> str:
+def _centres_html(centres: pd.DataFrame, properties: list[str], names: list[str]) -> Table:
     rows = []
     for prop in properties:
         row = {"property": figures.label(prop)}
@@ -501,7 +490,7 @@ def _centres_html(centres: pd.DataFrame, properties: list[str], names: list[str]
     return _table(pd.DataFrame(rows))
 
 
-def _regression_html(runs: list[Run]) -> str:
+def _regression_html(runs: list[Run]) -> Table | None:
     rows = []
     for run in runs:
         if run.contact_regression is None:
@@ -511,68 +500,24 @@ def _regression_html(runs: list[Run]) -> str:
         for _, r in at_l5.iterrows():
             row[f"{r['range']} range"] = f"{fmt_number(r['precision'])} (chance {fmt_number(r['chance'])})"
         rows.append(row)
-    return _table(pd.DataFrame(rows)) if rows else ""
+    return _table(pd.DataFrame(rows)) if rows else None
 
 
-def _page(title: str, body: str) -> str:
-    # No NGL: the comparison draws no 3D views (each model's report.html does), so it needs none.
-    # data-head-scope="key": a click selects that head in its own model's panels only.
-    return (
-        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
-        f"{ERROR_CAPTURE}\n{IMAGE_CHECK}\n{STYLE}\n{COMPARE_STYLE}\n{HEAD_CLICK_SCRIPT}\n</head>\n"
-        f'<body data-head-scope="key">\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n'
-    )
-
-
-def _head_explorer(runs: list[Run], out_dir: Path) -> str:
-    """The comparison's head explorer: a clicked head's statistics for every property, from its model's
-    ``heads.csv``, and a link to that model's report.html, which draws the head in 3D."""
+def _head_explorer(runs: list[Run], out_dir: Path) -> dict:
+    """The data of the comparison's head explorer: per model its shape, its ``heads.csv`` statistics per head
+    and a link to its report.html (which draws the head in 3D) where there is one."""
     data = {}
     for run in runs:
         report = run.path / "report.html"
         try:
             link = report.resolve().relative_to(out_dir.resolve()).as_posix() if report.exists() else None
+            # "./": a first directory named like "javascript:x" stays a path, not a URL scheme.
+            link = f"./{link}" if link is not None else None
         except ValueError:
             link = report.resolve().as_uri()
         data[run.name] = {"layers": run.n_layers, "heads": run.n_heads, "report": link,
                           "stats": head_statistics(run.heads, run.n_layers, run.n_heads)}  # fmt: skip
-    payload = json.dumps(data, allow_nan=False).replace("</", "<\\/")
-    return (
-        '<section id="explorer"><h2>Head explorer</h2><p class="note" id="explorer-status">Click a head in any '
-        'heatmap: its statistics for every property appear here.</p><div id="explorer-table"></div></section>\n'
-        f'<script type="application/json" id="compare-heads">{payload}</script>\n{COMPARE_EXPLORER_SCRIPT}'
-    )
-
-
-COMPARE_EXPLORER_SCRIPT = """<script>
-(function () {
-  const models = JSON.parse(document.getElementById("compare-heads").textContent);
-  const pct = (v) => (v === null || v === undefined) ? "–" : (100 * v).toFixed(1) + "%";
-  const sci = (v) => (v === null || v === undefined) ? "–" : (v < 0.001 ? v.toExponential(1) : v.toPrecision(2));
-  const esc = (t) => String(t).replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
-  document.addEventListener("plmlens:head", function (event) {
-    const d = event.detail, model = models[d.key];
-    if (!model) { return; }
-    const k = (d.layer - 1) * model.heads + (d.head - 1);
-    const rows = Object.entries(model.stats).map(([prop, s]) => {
-      const get = (c) => (s[c] ? s[c][k] : null);
-      return `<tr><td>${esc(prop)}</td><td>${get("n_arcs") ?? "–"}</td><td>${pct(get("proportion"))}</td>` +
-        `<td>${pct(get("ci_low"))} – ${pct(get("ci_high"))}</td><td>${pct(get("background"))}</td>` +
-        `<td>${pct(get("null_proportion"))}</td><td>${sci(get("p_bonferroni"))}</td>` +
-        `<td>${get("significant") ? "yes" : "no"}</td></tr>`;
-    }).join("");
-    const report = model.report ? ` <a href="${esc(model.report)}">Draw it in 3D in ${esc(d.key)}'s report</a>.` : "";
-    const status = document.getElementById("explorer-status");
-    status.textContent = `${d.key}: head ${d.layer}-${d.head}.`;
-    status.insertAdjacentHTML("beforeend", report);
-    status.dataset.head = `${d.key} ${d.layer}-${d.head}`;
-    document.getElementById("explorer-table").innerHTML = "<table><tr><th>property</th><th>arcs</th>" +
-      "<th>proportion</th><th>CI</th><th>background</th><th>null</th><th>p (Bonferroni)</th>" +
-      "<th>significant</th></tr>" + rows + "</table>";
-    document.getElementById("explorer").scrollIntoView({ block: "nearest" });
-  });
-})();
-</script>"""
+    return data
 
 
 def build_compare_html(
@@ -581,6 +526,7 @@ def build_compare_html(
     written: dict[str, list[Path]],
     out_dir: str | Path,
     panels: dict[str, list[HeatmapPanel]] | None = None,
+    staging: str | Path | None = None,
 ) -> Path:
     """Write ``OUT_DIR/compare.html``: the tables and figures of a comparison on one offline page.
 
@@ -596,70 +542,89 @@ def build_compare_html(
     panels : dict of str to list of HeatmapPanel, optional
         Where each model's heatmap lies in each property's figure: those heatmaps become clickable, and a
         head explorer shows the clicked head's statistics.
+    staging : path, optional
+        Where to write the page (default `out_dir`, where it will live and its links point from).
     """
+    context = _figures_context(runs, tables, written, panels or {})
+    names = [run.name for run in runs]
+    sources = [
+        {"name": run.name, "data": run.data, "proteins": fmt_count(run.summary.get("n_proteins")),
+         "residues": fmt_count(run.summary.get("n_residues")), "path": str(run.path)}
+        for run in runs
+    ]  # fmt: skip
+    text = render(
+        "compare.html",
+        # No NGL: the comparison draws no 3D views (each model's report.html does), so it needs none.
+        ngl_js=None,
+        title=f"plmlens compare: {_listing(names)}",
+        listing=_listing(names),
+        notes=comparison_notes(runs),
+        models=_models_html(tables["models"], runs),
+        sources=sources,
+        explorer=_head_explorer(runs, Path(out_dir)) if panels else None,
+        **context,
+    )
+    return write_text_atomic(Path(staging if staging is not None else out_dir) / "compare.html", text)
+
+
+def _figures_context(
+    runs: list[Run],
+    tables: dict[str, pd.DataFrame],
+    written: dict[str, list[Path]],
+    panels: dict[str, list[HeatmapPanel]],
+) -> dict:
+    """The figures and the tables beside them, for ``compare.html``; None where a run set has nothing to show."""
     names = [run.name for run in runs]
     properties = structural_properties(runs)
     top = tables["top_heads"]
-    parts = [f'<p class="note">Compared runs: {html.escape(_listing(names))}.</p>']
-    parts += [_note(text, warning) for text, warning in comparison_notes(runs)]
-    parts += ["<h2>Models</h2>", _models_html(tables["models"], runs)]
-    sources = "".join(
-        f"<li>{html.escape(run.name)}: {html.escape(run.data)} ({fmt_count(run.summary.get('n_proteins'))} proteins, "
-        f"{fmt_count(run.summary.get('n_residues'))} residues), run {html.escape(str(run.path))}</li>"
-        for run in runs
-    )
-    parts += [
-        f'<p class="note">Data sources:</p><ul class="note">{sources}</ul>',
-        _note("Arcs > θ: high-confidence arcs over all heads, counted over the pairs of the property defined "
-              "on the most pairs (n_arcs_total in summary.json, or from heads.csv for older runs)."),
-    ]  # fmt: skip
+    context: dict = dict.fromkeys(("significant", "layers", "centres", "blosum", "probes", "regression",
+                                   "without_probes"))  # fmt: skip
     if properties:
-        parts += ["<h2>Significant heads per property</h2>",
-                  _note("Heads whose proportion exceeds the background (one-sided two-proportion z-test, "
-                        "Bonferroni-corrected over each model's own layers × heads)."),
-                  _significant_html(top, properties, names)]  # fmt: skip
-    for prop in properties:
-        parts.append(f"<h2>{html.escape(figures.label(prop))}</h2>")
-        alt = f"{prop}: attention per head, one panel per model"
-        if panels and panels.get(prop):
-            parts.append(clickable_heatmap(written[f"heads_{prop}"][0].read_bytes(), alt, panels[prop]))
-        else:
-            parts.append(_img(written[f"heads_{prop}"][0], alt))
-        parts.append(_img(written[f"top_{prop}"][0], f"{prop}: top heads beside the null model"))
-        parts.append(_top_heads_html(top[top["property"] == prop]))
+        context["significant"] = _significant_html(top, properties, names)
+    context["properties"] = [_property_section(prop, written, panels.get(prop), top) for prop in properties]
     if "layers" in written:
-        parts += ["<h2>Across layers</h2>",
-                  _note("Each property's mean over heads per layer; x is the layer divided by the model's number "
-                        "of layers, so models of different depth share one axis."),
-                  _img(written["layers"][0], "layer profiles on a relative-depth axis")]  # fmt: skip
+        context["layers"] = Picture.from_file(written["layers"][0], "layer profiles on a relative-depth axis")
     if "centres_of_gravity" in written:
-        parts += ["<h2>Centres of gravity</h2>", _img(written["centres_of_gravity"][0], "centres of gravity"),
-                  _note("Relative centre of gravity (CoG / number of layers), with the CoG in layers in brackets."),
-                  _centres_html(tables["centres_of_gravity"], properties, names)]  # fmt: skip
+        context["centres"] = {"figure": Picture.from_file(written["centres_of_gravity"][0], "centres of gravity"),
+                              "table": _centres_html(tables["centres_of_gravity"], properties, names)}  # fmt: skip
     blosum = tables["blosum"]
     if blosum["r"].notna().any():
-        shown = pd.DataFrame({"model": blosum["model"], "r (model)": blosum["r"].map(fmt_number),
-                              "r (null model)": blosum["null_r"].map(fmt_number)})  # fmt: skip
-        parts += ["<h2>Amino acids and BLOSUM62</h2>",
-                  _note("Pearson correlation between the attention similarity of amino-acid pairs and BLOSUM62."),
-                  _table(shown)]  # fmt: skip
-    parts.append("<h2>Probes</h2>")
-    without = [run.name for run in runs if run.probes is None or not len(run.probes)]
+        context["blosum"] = _table(pd.DataFrame({"model": blosum["model"], "r (model)": blosum["r"].map(fmt_number),
+                                                 "r (null model)": blosum["null_r"].map(fmt_number)}))  # fmt: skip
     if "probes" in written:
-        parts.append(_img(written["probes"][0], "probe curves, one panel per model"))
-        regression = _regression_html(runs)
-        if regression:
-            parts += ["<h3>Contact regression over all heads (precision at L/5)</h3>", regression]
+        context["probes"] = Picture.from_file(written["probes"][0], "probe curves, one panel per model")
+        context["regression"] = _regression_html(runs)
+    without = [run.name for run in runs if run.probes is None or not len(run.probes)]
     if without:
-        parts.append(_note(f"No probe results (RUN_DIR/probe/probes.csv) for {_listing(without)}: "
-                           f"{'they are' if len(without) > 1 else 'it is'} left out of the probe figure."))  # fmt: skip
-    if panels:
-        parts.append(_head_explorer(runs, Path(out_dir)))
-    title = f"plmlens compare: {_listing(names)}"
-    return write_text_atomic(Path(out_dir) / "compare.html", _page(title, "\n".join(parts)))
+        they = "they are" if len(without) > 1 else "it is"
+        context["without_probes"] = (
+            f"No probe results (RUN_DIR/probe/probes.csv) for {_listing(without)}: {they} left out of the probe figure."
+        )
+    return context
 
 
-def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, *, allow_mixed: bool = False) -> dict[str, Path]:
+def _property_section(prop: str, written: dict[str, list[Path]], panels: list[HeatmapPanel] | None,
+                      top: pd.DataFrame) -> dict:  # fmt: skip
+    """One property's heatmaps (clickable where `panels` says where each model's lies), top heads and table."""
+    return {
+        "title": figures.label(prop),
+        "heatmap": Picture.from_file(written[f"heads_{prop}"][0], f"{prop}: attention per head, one panel per model"),
+        "panels": panels or [],
+        "top_heads": Picture.from_file(written[f"top_{prop}"][0], f"{prop}: top heads beside the null model"),
+        "table": _top_heads_html(top[top["property"] == prop]),
+    }
+
+
+#: What `compare_runs` writes; ``compare.html`` marks a finished comparison.
+COMPARE_OUTPUTS = OutputSet(
+    ("models.csv", "top_heads.csv", "centres_of_gravity.csv", "blosum.csv", "figures", "compare.html"),
+    record="compare.html",
+)
+
+
+def compare_runs(
+    run_dirs: list[str | Path], out_dir: str | Path, *, allow_mixed: bool = False, staging: str | Path | None = None
+) -> dict[str, Path]:
     """Compare ``analyze`` runs of several models: tables, figures (one panel per model) and ``compare.html``.
 
     Parameters
@@ -672,6 +637,9 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, *, allow_mixed
         ``compare.html``; every file is written whole or not at all.
     allow_mixed : bool
         Compare runs made with different θ (refused otherwise).
+    staging : path, optional
+        Write the files here instead, to be moved to `out_dir` afterwards (`plmlens.outputs`); links from
+        compare.html to the runs' reports are made for `out_dir`.
 
     Returns
     -------
@@ -695,18 +663,20 @@ def compare_runs(run_dirs: list[str | Path], out_dir: str | Path, *, allow_mixed
         "centres_of_gravity": centres_table(runs),
         "blosum": blosum_table(runs),
     }
+    target = Path(staging) if staging is not None else out_dir
     written = {
-        f"{name}.csv": write_text_atomic(out_dir / f"{name}.csv", frame.to_csv(index=False))
+        f"{name}.csv": write_text_atomic(target / f"{name}.csv", frame.to_csv(index=False))
         for name, frame in tables.items()
     }
-    figure_paths, panels = _write_compare_figures(runs, out_dir)
+    figure_paths, panels = _write_compare_figures(runs, target)
     for paths in figure_paths.values():
-        written.update({path.relative_to(out_dir).as_posix(): path for path in paths})
-    written["compare.html"] = build_compare_html(runs, tables, figure_paths, out_dir, panels)
+        written.update({path.relative_to(target).as_posix(): path for path in paths})
+    written["compare.html"] = build_compare_html(runs, tables, figure_paths, out_dir, panels, target)
     return written
 
 
 __all__ = [
+    "COMPARE_OUTPUTS",
     "CompareError",
     "Run",
     "arcs_total",

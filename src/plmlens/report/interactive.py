@@ -3,25 +3,26 @@ example proteins in 3D.
 
 `clickable_heatmap` lays a grid of buttons (one per head) over a heatmap image; a click dispatches the
 ``plmlens:head`` event (``detail = {key, layer, head}``) on ``document``, so any page (``compare.html``
-too) can reuse it with `HEAD_CLICK_SCRIPT` and listen for the event. `ExampleCollector` picks, for every
-head, the proteins where it has the most arcs above θ and keeps their attention compactly (float16 arcs
-above a minimum weight, base64 in the page); `explorer_html` shows the clicked head's statistics and draws
-its arcs on the chosen protein with NGL.
+too) can reuse it by including the ``head_click.html`` template and listen for the event.
+`ExampleCollector` picks, for every head, the proteins where it has the most arcs above θ and keeps their
+attention compactly (float16 arcs above a minimum weight, base64 in the page); `explorer_html` shows the
+clicked head's statistics and draws its arcs on the chosen protein with NGL. The markup comes from the
+``macros.html`` and ``explorer.html`` templates (autoescaping); the explorer's script inserts data as text.
 """
 
 from __future__ import annotations
 
 import base64
-import html
-import json
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from plmlens.proteins import Protein
 from plmlens.report.figures import label
+from plmlens.report.html import Picture, macro
 from plmlens.report.view import marked_chain_pdb
 
 
@@ -72,7 +73,7 @@ def panel_of(ax, key: str, n_layers: int, n_heads: int) -> HeatmapPanel:
     return HeatmapPanel(key, n_layers, n_heads, (position.x0, position.y0, position.width, position.height))
 
 
-def clickable_heatmap(png: bytes, alt: str, panels: list[HeatmapPanel]) -> str:
+def clickable_heatmap(png: bytes, alt: str, panels: list[HeatmapPanel]) -> Markup:
     """A heatmap figure whose cells are buttons (layer 1 at the bottom, as ``origin="lower"`` draws it).
 
     Parameters
@@ -85,56 +86,12 @@ def clickable_heatmap(png: bytes, alt: str, panels: list[HeatmapPanel]) -> str:
 
     Returns
     -------
-    str
-        HTML; include `HEAD_CLICK_SCRIPT` once per page for the clicks to dispatch ``plmlens:head``.
+    Markup
+        HTML; include the ``head_click.html`` template once per page for the clicks to dispatch
+        ``plmlens:head``.
     """
-    data = base64.b64encode(png).decode("ascii")
-    grids = []
-    for panel in panels:
-        left, bottom, width, height = panel.box
-        cells = "".join(
-            f'<button class="cell" data-key="{html.escape(panel.key)}" data-layer="{layer}" data-head="{head}" '
-            f'title="{html.escape(panel.key)}: head {layer}-{head}"></button>'
-            for layer in range(panel.n_layers, 0, -1)
-            for head in range(1, panel.n_heads + 1)
-        )
-        grids.append(
-            f'<div class="cells" style="left:{100 * left:.3f}%;top:{100 * (1 - bottom - height):.3f}%;'
-            f"width:{100 * width:.3f}%;height:{100 * height:.3f}%;grid-template-columns:repeat({panel.n_heads},1fr);"
-            f'grid-template-rows:repeat({panel.n_layers},1fr)">{cells}</div>'
-        )
-    return (
-        f'<figure class="clickable"><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-        f"{''.join(grids)}</figure>"
-    )
-
-
-HEAD_CLICK_SCRIPT = """<style>
-figure.clickable { position: relative; display: inline-block; margin: 0.5em 0; }
-figure.clickable img { display: block; }
-.cells { position: absolute; display: grid; }
-.cells .cell { border: 0; padding: 0; margin: 0; background: transparent; cursor: pointer; }
-.cells .cell:hover { outline: 1px solid #fff; }
-.cells .cell.selected { outline: 2px solid #d55e00; z-index: 1; }
-button.head-link { border: 0; background: none; color: #0072b2; cursor: pointer; text-decoration: underline; }
-</style>
-<script>
-// Any element with data-layer and data-head (heatmap cells, table links) selects that head on click.
-document.addEventListener("click", function (event) {
-  const target = event.target.closest("[data-layer][data-head]");
-  if (!target || target.closest("#explorer")) { return; }
-  document.dispatchEvent(new CustomEvent("plmlens:head", { detail: {
-    key: target.dataset.key || "", layer: Number(target.dataset.layer), head: Number(target.dataset.head) } }));
-});
-document.addEventListener("plmlens:head", function (event) {
-  const d = event.detail;
-  document.querySelectorAll(".cells .cell.selected").forEach((c) => c.classList.remove("selected"));
-  // A comparison (data-head-scope="key") selects the head in its own model's panels only.
-  const scope = document.body.dataset.headScope === "key" ? `[data-key="${CSS.escape(d.key)}"]` : "";
-  document.querySelectorAll(`.cells .cell${scope}[data-layer="${d.layer}"][data-head="${d.head}"]`)
-    .forEach((c) => c.classList.add("selected"));
-});
-</script>"""
+    picture = Picture(alt, base64.b64encode(png).decode("ascii"))
+    return macro("macros.html", "clickable_heatmap")(picture, panels)
 
 
 @dataclass
@@ -232,12 +189,12 @@ class ExampleCollector:
 
     def __init__(self, n_layers: int, n_heads: int, theta: float, min_weight: float = 0.05) -> None:
         self.n_layers, self.n_heads, self.theta, self.min_weight = n_layers, n_heads, theta, min_weight
-        self._proteins: dict[str, Protein] = {}
-        self._counts: dict[str, np.ndarray] = {}
-        self._weights: dict[str, np.ndarray] = {}
-        self._arcs: dict[str, list[tuple[np.ndarray, ...]]] = {}
+        self._proteins: dict[object, Protein] = {}
+        self._counts: dict[object, np.ndarray] = {}
+        self._weights: dict[object, np.ndarray] = {}
+        self._arcs: dict[object, list[tuple[np.ndarray, ...]]] = {}
 
-    def add(self, protein: Protein, layer: int, attention: np.ndarray) -> None:
+    def add(self, protein: Protein, layer: int, attention: np.ndarray, key: object = None) -> None:
         """One layer's attention of one protein.
 
         Parameters
@@ -247,6 +204,9 @@ class ExampleCollector:
         layer : int
             0-based.
         attention : ndarray, shape (heads, L, L)
+        key : hashable, optional
+            What tells this protein from the others, e.g. its position in the source (default its id; give
+            positions where ids may repeat).
         """
         n = len(protein)
         if n > np.iinfo(np.uint16).max:
@@ -254,18 +214,19 @@ class ExampleCollector:
         attention = np.asarray(attention, dtype=np.float32)[:, :n, :n].copy()
         # Self-attention draws no arc, so it neither counts nor is kept.
         attention[:, np.arange(n), np.arange(n)] = 0.0
-        if protein.id not in self._proteins:
-            self._proteins[protein.id] = protein
-            self._counts[protein.id] = np.zeros(self.n_layers * self.n_heads, dtype=np.int64)
-            self._weights[protein.id] = np.zeros(self.n_layers * self.n_heads, dtype=np.float64)
-            self._arcs[protein.id] = []
+        key = protein.id if key is None else key
+        if key not in self._proteins:
+            self._proteins[key] = protein
+            self._counts[key] = np.zeros(self.n_layers * self.n_heads, dtype=np.int64)
+            self._weights[key] = np.zeros(self.n_layers * self.n_heads, dtype=np.float64)
+            self._arcs[key] = []
         flat = slice(layer * self.n_heads, (layer + 1) * self.n_heads)
-        self._counts[protein.id][flat] = (attention > self.theta).sum(axis=(1, 2))
+        self._counts[key][flat] = (attention > self.theta).sum(axis=(1, 2))
         # The tie-break: a head with no arc above θ on any candidate (a sparse head such as one that attends
         # contacts) still gets the protein where it draws the most, not merely the first one.
-        self._weights[protein.id][flat] = np.where(attention >= self.min_weight, attention, 0).sum(axis=(1, 2))
+        self._weights[key][flat] = np.where(attention >= self.min_weight, attention, 0).sum(axis=(1, 2))
         head, i, j = np.nonzero(attention >= self.min_weight)
-        self._arcs[protein.id].append(
+        self._arcs[key].append(
             ((head + layer * self.n_heads).astype(np.uint16), i.astype(np.uint16), j.astype(np.uint16),
              attention[head, i, j].astype(np.float16))
         )  # fmt: skip
@@ -325,6 +286,33 @@ def head_statistics(heads: pd.DataFrame, n_layers: int, n_heads: int) -> dict:
     return out
 
 
+def explorer_context(
+    heads: pd.DataFrame,
+    n_layers: int,
+    n_heads: int,
+    initial: tuple[int, int],
+    examples: ExampleSet | None,
+    note: str | None = None,
+    draw_weight: float = 0.1,
+) -> dict:
+    """What the ``explorer`` macro of ``explorer.html`` draws (see `explorer_html` for the parameters): the
+    data its script reads, the arc weights offered, the note and the numbers shown beside the 3D view."""
+    data = {"layers": n_layers, "heads": n_heads, "initial": list(initial),
+            "labels": {p: label(p) for p in dict.fromkeys(heads["property"])},
+            "stats": head_statistics(heads, n_layers, n_heads),
+            "examples": examples.to_json() if examples is not None and examples.examples else None}  # fmt: skip
+    weights = sorted({draw_weight, 0.05, 0.1, 0.2, 0.3} | ({examples.min_weight} if examples else set()))
+    if examples is not None:
+        weights = [w for w in weights if w >= examples.min_weight]
+    return {
+        "data": data,
+        "weights": [{"value": w, "selected": w == draw_weight, "text": fmt_number(w)} for w in weights],
+        "per_head": len(examples.top[0]) if examples is not None and examples.top else 0,
+        "theta": fmt_number(examples.theta) if examples is not None else "–",
+        "note": note or "no example proteins",
+    }
+
+
 def explorer_html(
     heads: pd.DataFrame,
     n_layers: int,
@@ -333,7 +321,7 @@ def explorer_html(
     examples: ExampleSet | None,
     note: str | None = None,
     draw_weight: float = 0.1,
-) -> str:
+) -> Markup:
     """The head explorer: statistics of the clicked head for all properties and, with `examples`, its
     attention on a chosen example protein in 3D (NGL must be on the page).
 
@@ -351,180 +339,5 @@ def explorer_html(
     draw_weight : float
         Arcs lighter than this are hidden at first (the page offers other weights down to the kept minimum).
     """
-    data = {"layers": n_layers, "heads": n_heads, "initial": list(initial),
-            "labels": {p: label(p) for p in set(heads["property"])},
-            "stats": head_statistics(heads, n_layers, n_heads),
-            "examples": examples.to_json() if examples is not None and examples.examples else None}  # fmt: skip
-    weights = sorted({draw_weight, 0.05, 0.1, 0.2, 0.3} | ({examples.min_weight} if examples else set()))
-    if examples is not None:
-        weights = [w for w in weights if w >= examples.min_weight]
-    options = "".join(
-        f'<option value="{w}"{" selected" if w == draw_weight else ""}>{fmt_number(w)}</option>' for w in weights
-    )
-    if data["examples"] is not None:
-        structure = (
-            f'<p class="note">Proteins: the {len(examples.top[0]) if examples.top else 0} examples where this head has '
-            f"the most arcs above θ = {fmt_number(examples.theta)} (of the candidates run). "
-            "Analysed residues are dark grey, the rest of the chain (not seen by the model) is faded; line width ∝ "
-            "weight; the most attended residues are labelled.</p>"
-            '<p><label>Protein <select id="explorer-protein"></select></label> '
-            f'<label>Arcs with weight ≥ <select id="explorer-weight">{options}</select></label></p>'
-            '<p id="explorer-status" class="note" data-head="" data-protein="" data-arcs="">no head selected</p>'
-            '<div class="stage" id="explorer-stage"></div>'
-        )
-    else:
-        reason = html.escape(note or "no example proteins")
-        structure = f'<p class="note" id="explorer-status" data-head="" data-arcs="">No 3D view: {reason}.</p>'
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    return (
-        '<section id="explorer"><h2>Head explorer</h2>'
-        '<p class="note">Click a head in any heatmap below (or a head in a table) to see its statistics and its '
-        "attention on example proteins.</p>"
-        f'<div class="explorer-body"><div>{structure}</div>'
-        '<div><h3 id="explorer-title"></h3><div id="explorer-stats"></div></div></div></section>'
-        f'<script type="application/json" id="explorer-data">{payload}</script>'
-        f"<script>{EXPLORER_SCRIPT}</script>"
-    )
-
-
-EXPLORER_SCRIPT = """
-(function () {
-  const D = JSON.parse(document.getElementById("explorer-data").textContent);
-  const E = D.examples;
-  const fmt = (v) => (v === null || v === undefined ? "–" : String(Number(v.toPrecision(3))));
-  const pct = (v) => (v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%");
-  const sci = (v) => (v === null || v === undefined ? "–" : v.toExponential(1).replace(/e([+-])(\\d)$/, "e$10$2"));
-  const state = { layer: D.initial[0], head: D.initial[1], protein: 0, weight: 0.1 };
-  function statsTable(flat) {
-    const rows = Object.entries(D.stats).map(([prop, c]) => {
-      const get = (name) => (c[name] ? c[name][flat] : null);
-      const enrichment = get("proportion") !== null && get("background") ? get("proportion") / get("background") : null;
-      return `<tr><th>${D.labels[prop] || prop}</th><td>${get("n_arcs") === null ? "–" : get("n_arcs")}</td>` +
-        `<td>${pct(get("proportion"))}</td><td>${pct(get("ci_low"))} – ${pct(get("ci_high"))}</td>` +
-        `<td>${pct(get("background"))}</td><td>${fmt(enrichment)}</td><td>${pct(get("null_proportion"))}</td>` +
-        `<td>${pct(get("boot_ci_low"))} – ${pct(get("boot_ci_high"))}</td><td>${sci(get("p_bonferroni"))}</td>` +
-        `<td>${get("significant") ? "yes" : "no"}${get("few_arcs") ? " (few arcs)" : ""}</td></tr>`;
-    });
-    const header = "<tr><th>property</th><th>arcs</th><th>proportion</th><th>95% CI (Bonferroni)</th>" +
-      "<th>background</th><th>enrichment</th><th>null model</th><th>bootstrap CI</th><th>p (Bonferroni)</th>" +
-      "<th>significant</th></tr>";
-    const props = Object.keys(D.stats);
-    const main = rows.filter((_, k) => !props[k].startsWith("aa_"));
-    const aa = rows.filter((_, k) => props[k].startsWith("aa_"));
-    // Amino acids fold away so that the structure stays in view beside the structural properties.
-    return "<table>" + header + main.join("") + "</table>" + (aa.length ?
-      "<details><summary>Amino acids</summary><table>" + header + aa.join("") + "</table></details>" : "");
-  }
-  function decode(text, Type) {
-    const bytes = Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-    return new Type(bytes.buffer);
-  }
-  function half(h) {
-    const sign = h & 0x8000 ? -1 : 1, exponent = (h >> 10) & 0x1f, fraction = h & 0x3ff;
-    if (exponent === 0) { return sign * Math.pow(2, -14) * (fraction / 1024); }
-    if (exponent === 31) { return fraction ? NaN : sign * Infinity; }
-    return sign * Math.pow(2, exponent - 15) * (1 + fraction / 1024);
-  }
-  const decoded = {};
-  function arcsOf(index) {
-    if (!decoded[index]) {
-      const a = E.proteins[index].arcs;
-      decoded[index] = { offsets: decode(a.offsets, Int32Array), i: decode(a.i, Uint16Array),
-                         j: decode(a.j, Uint16Array), w: decode(a.w, Uint16Array) };
-    }
-    return decoded[index];
-  }
-  let stage = null, shapeComponent = null;
-  const components = {};
-  function structure(index) {
-    if (!components[index]) {
-      const p = E.proteins[index];
-      const scheme = NGL.ColormakerRegistry.addScheme(function () {
-        // B-factor 1 marks the residues the model saw (see marked_chain_pdb).
-        this.atomColor = (atom) => (atom.bfactor > 0.5 ? 0x8c8c8c : 0xe8e8e8);
-      });
-      components[index] = stage.loadFile(new Blob([p.pdb], { type: "text/plain" }), { ext: "pdb" })
-        .then(function (component) {
-          component.addRepresentation(p.repr, { color: scheme });
-          return component;
-        });
-    }
-    return components[index];
-  }
-  function draw() {
-    const status = document.getElementById("explorer-status");
-    const flat = (state.layer - 1) * D.heads + state.head - 1;
-    const p = E.proteins[state.protein];
-    const arcs = arcsOf(state.protein);
-    const shape = new NGL.Shape("attention");
-    const received = new Float64Array(p.sequence.length);
-    let drawn = 0, top = 1e-9;
-    const chosen = [];
-    for (let k = arcs.offsets[flat]; k < arcs.offsets[flat + 1]; k++) {
-      const w = half(arcs.w[k]);
-      received[arcs.j[k]] += w;
-      if (w >= state.weight && p.ca[arcs.i[k]] && p.ca[arcs.j[k]]) {
-        chosen.push([arcs.i[k], arcs.j[k], w]);
-        top = Math.max(top, w);
-      }
-    }
-    chosen.forEach(([i, j, w]) => {
-      shape.addCylinder(p.ca[i], p.ca[j], [0.0, 0.45, 0.70], 0.05 + 0.45 * w / top);
-      drawn++;
-    });
-    Array.from(received.keys()).sort((a, b) => received[b] - received[a]).slice(0, 5)
-      .filter((j) => received[j] > 0 && p.ca[j])
-      .forEach((j) => shape.addText(p.ca[j], [0.84, 0.37, 0.0], 6, p.sequence[j] + p.ids[j]));
-    const token = (draw.token = (draw.token || 0) + 1);
-    Object.keys(components).forEach((k) => components[k].then((c) => c.setVisibility(Number(k) === state.protein)));
-    structure(state.protein).then(function (component) {
-      if (token !== draw.token) { return; }
-      if (shapeComponent) { stage.removeComponent(shapeComponent); shapeComponent = null; }
-      // A shape with labels but no arcs is still drawn, so the most attended residues stay marked.
-      shapeComponent = stage.addComponentFromObject(shape);
-      shapeComponent.addRepresentation("buffer");
-      component.setVisibility(true);
-      component.autoView();
-      document.getElementById("explorer-stage").dataset.rendered = "true";
-      stage.viewer.requestRender();
-      status.dataset.head = state.layer + "-" + state.head;
-      status.dataset.protein = p.id;
-      status.dataset.arcs = String(drawn);
-      status.textContent = `Head ${state.layer}-${state.head} on ${p.id} (${p.analysed}): ${drawn} arcs with ` +
-        `weight ≥ ${fmt(state.weight)} drawn; ${p.counts[flat]} arcs above θ = ${fmt(E.theta)}.`;
-    }).catch((error) => console.error("plmlens explorer: " + error));
-  }
-  function proteinOptions(flat) {
-    const select = document.getElementById("explorer-protein");
-    select.innerHTML = E.top[flat].map((index) =>
-      `<option value="${index}">${E.proteins[index].id}: ${E.proteins[index].counts[flat]} arcs above θ</option>`
-    ).join("");
-    state.protein = E.top[flat][0];
-  }
-  function show(layer, head, key) {
-    state.layer = layer; state.head = head;
-    const flat = (layer - 1) * D.heads + head - 1;
-    document.getElementById("explorer-title").textContent =
-      `Head ${layer}-${head}` + (key ? ` (clicked in ${D.labels[key] || key})` : "");
-    document.getElementById("explorer-stats").innerHTML = statsTable(flat);
-    if (E) { proteinOptions(flat); draw(); }
-    else { document.getElementById("explorer-status").dataset.head = layer + "-" + head; }
-  }
-  document.addEventListener("plmlens:head", function (event) {
-    show(event.detail.layer, event.detail.head, event.detail.key);
-    document.getElementById("explorer").scrollIntoView({ block: "start" });
-  });
-  window.addEventListener("load", function () {
-    if (E) {
-      stage = new NGL.Stage("explorer-stage", { backgroundColor: "white" });
-      window.plmlensStages = (window.plmlensStages || []).concat([stage]);
-      const weight = document.getElementById("explorer-weight");
-      state.weight = Number(weight.value);
-      weight.addEventListener("change", () => { state.weight = Number(weight.value); draw(); });
-      document.getElementById("explorer-protein").addEventListener("change", (event) => {
-        state.protein = Number(event.target.value); draw(); });
-    }
-    show(state.layer, state.head, "");
-  });
-})();
-"""
+    context = explorer_context(heads, n_layers, n_heads, initial, examples, note, draw_weight)
+    return macro("explorer.html", "explorer")(context)

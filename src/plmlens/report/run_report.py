@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import logging
 import re
@@ -12,24 +10,28 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from plmlens.analysis import AnalysisResult, blosum_correlation
 from plmlens.ioutils import write_text_atomic
+from plmlens.outputs import OutputSet
 from plmlens.report import figures
+from plmlens.report.html import HeadLink, Picture, Table, frame_table, inline_script, macro, render, table_html
 from plmlens.report.interactive import (
-    HEAD_CLICK_SCRIPT,
     ExampleSet,
     HeatmapPanel,
-    clickable_heatmap,
-    explorer_html,
+    explorer_context,
     fmt_number,
     fmt_p,
     fmt_percent,
     panel_of,
 )
-from plmlens.report.view import AttentionView, page
+from plmlens.report.view import AttentionView, ngl_javascript
 
 log = logging.getLogger(__name__)
+
+#: What `build_report` writes into a run directory; ``report.html`` marks a finished report.
+REPORT_OUTPUTS = OutputSet(("report.html", "figures"), record="report.html")
 
 SUMMARY_PROPERTIES = ("contact", "contact_short", "contact_medium", "contact_long", "binding_site", "ptm",
                       "helix", "strand", "turn_bend")  # fmt: skip
@@ -40,11 +42,14 @@ def write_figures(run_dir: str | Path) -> dict[str, list[Path]]:
     return _write_figures(run_dir)[0]
 
 
-def _write_figures(run_dir: str | Path) -> tuple[dict[str, list[Path]], dict[str, HeatmapPanel]]:
-    """`write_figures`, and where each head heatmap's cells lie in its PNG (for clickable heatmaps)."""
+def _write_figures(
+    run_dir: str | Path, out_dir: str | Path | None = None
+) -> tuple[dict[str, list[Path]], dict[str, HeatmapPanel]]:
+    """`write_figures` (into ``OUT_DIR/figures``, default the run's), and where each head heatmap's cells lie in
+    its PNG (for clickable heatmaps)."""
     run_dir = Path(run_dir)
     panels: dict[str, HeatmapPanel] = {}
-    out = run_dir / "figures"
+    out = Path(out_dir if out_dir is not None else run_dir) / "figures"
     written: dict[str, list[Path]] = {}
     result = AnalysisResult.load(run_dir)
     heads = pd.read_csv(run_dir / "heads.csv")
@@ -70,24 +75,20 @@ def _write_figures(run_dir: str | Path) -> tuple[dict[str, list[Path]], dict[str
     return written, panels
 
 
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
-
-
 #: Columns shown as percentages (shares of attention) and as p-values; other numbers get 3 significant digits.
 PERCENT_COLUMNS = {"proportion", "ci_low", "ci_high", "background", "null_proportion", "boot_ci_low", "boot_ci_high",
                    "null", "top_proportion", "null_top_proportion", "weighted_proportion"}  # fmt: skip
 P_COLUMNS = {"p_value", "p_bonferroni", "p (Bonferroni)", "p"}
 
 
-def _cell(column: str, value: object) -> str:
+def _cell(column: str, value: object) -> str | HeadLink:
+    """A table cell as text, numbers rounded for reading; a ``head`` column's "L-H" becomes a link to the head."""
     if value is None:
         return "–"
     if isinstance(value, str) and column == "head" and re.fullmatch(r"\d+-\d+", value):
-        return _head_link(*(int(x) for x in value.split("-")))
+        return HeadLink(*(int(x) for x in value.split("-")))
     if isinstance(value, bool | np.bool_ | str):
-        return html.escape(str(value))
+        return str(value)
     if isinstance(value, int | np.integer):
         return str(int(value))
     if isinstance(value, float | np.floating):
@@ -99,16 +100,14 @@ def _cell(column: str, value: object) -> str:
     return str(value)
 
 
-def _table(frame: pd.DataFrame) -> str:
+def _rounded(frame: pd.DataFrame) -> Table:
+    """`frame` as a `Table` with every number rounded for reading (see `PERCENT_COLUMNS` and `P_COLUMNS`)."""
+    return frame_table(frame, _cell)
+
+
+def _table(frame: pd.DataFrame) -> Markup:
     """An HTML table with every number rounded for reading (see `PERCENT_COLUMNS` and `P_COLUMNS`)."""
-    shown = frame.astype(object).where(frame.notna(), None)
-    for column in shown.columns:
-        shown[column] = [_cell(str(column), v) for v in shown[column]]
-    return shown.to_html(index=False, border=0, na_rep="–", escape=False)
-
-
-def _head_link(layer: int, head: int) -> str:
-    return f'<button class="head-link" data-layer="{layer}" data-head="{head}">{layer}-{head}</button>'
+    return table_html(_rounded(frame))
 
 
 def build_report(
@@ -117,6 +116,7 @@ def build_report(
     examples: ExampleSet | None = None,
     examples_note: str | None = None,
     draw_weight: float = 0.1,
+    out_dir: str | Path | None = None,
 ) -> Path:
     """Write ``RUN_DIR/report.html``: one self-contained offline page.
 
@@ -135,82 +135,108 @@ def build_report(
         Shown instead of the 3D view when there are no `examples` (e.g. why the model could not be loaded).
     draw_weight : float
         Arcs lighter than this are hidden in the 3D view at first.
+    out_dir : path, optional
+        Where ``report.html`` and ``figures/`` go (default `run_dir`; ``plmlens report`` stages them and moves
+        them into the run directory, see `plmlens.outputs`).
     """
     run_dir = Path(run_dir)
-    written, panels = _write_figures(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    written, panels = _write_figures(run_dir, out_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     heads = pd.read_csv(run_dir / "heads.csv")
     model = summary.get("model", {})
     n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
-    parts = [
-        "<h2>Run</h2>",
-        _table(
-            pd.DataFrame(
-                [
-                    {
-                        "model": model.get("name"),
-                        "layers × heads": f"{model.get('layers')} × {model.get('heads')}",
-                        "data": summary.get("data"),
-                        "proteins": summary.get("n_proteins"),
-                        "residues": summary.get("n_residues"),
-                        "skipped": summary.get("n_skipped"),
-                        "θ": summary.get("threshold"),
-                        "support": summary.get("support", "full"),
-                        "seed": summary.get("seed"),
-                        "max length": summary.get("max_length"),
-                        "Bonferroni m": summary.get("bonferroni_m"),
-                    }
-                ]
-            )
-        ),
-    ]
-    top_rows = [
+    if examples is None and examples_note is None:
+        examples_note = "no example proteins were given (plmlens report --views draws them)"
+    initial = _initial_head(summary, heads)
+    # NGL is inlined only when something is drawn in 3D, so a report without views needs no NGL install.
+    ngl = bool(examples or views)
+    text = render(
+        "report.html",
+        title=f"plmlens report: {model.get('name', 'model')} on {summary.get('data', 'data')}",
+        ngl_js=inline_script(ngl_javascript()) if ngl else None,
+        run_table=_rounded(_run_frame(summary)),
+        top_table=_rounded(_top_frame(summary)),
+        explorer=explorer_context(heads, n_layers, n_heads, initial, examples, examples_note, draw_weight),
+        heatmaps=_heatmap_sections(written, panels, heads),
+        layers=Picture.from_file(written["layers"][0], "layer profiles"),
+        probes=_probe_section(run_dir, written),
+        amino_acids=_amino_acid_section(run_dir, written, summary),
+        causal=causal_context(run_dir),
+        views=[view.context(f"view{k}") for k, view in enumerate(views or [])],
+    )
+    return write_text_atomic(out_dir / "report.html", text)
+
+
+def _run_frame(summary: dict) -> pd.DataFrame:
+    """The "Run" table: the model, the data and the analysis parameters."""
+    model = summary.get("model", {})
+    return pd.DataFrame([{
+        "model": model.get("name"), "layers × heads": f"{model.get('layers')} × {model.get('heads')}",
+        "data": summary.get("data"), "proteins": summary.get("n_proteins"), "residues": summary.get("n_residues"),
+        "skipped": summary.get("n_skipped"), "θ": summary.get("threshold"), "support": summary.get("support", "full"),
+        "seed": summary.get("seed"), "max length": summary.get("max_length"),
+        "Bonferroni m": summary.get("bonferroni_m"),
+    }])  # fmt: skip
+
+
+def _top_frame(summary: dict) -> pd.DataFrame:
+    """The top head of every structural property (amino acids have their own table)."""
+    return pd.DataFrame([
         {"property": figures.label(p), "head": t["head"], "proportion": t["proportion"], "background": t["background"],
          "enrichment": t["enrichment"], "null": t["null_proportion"], "p (Bonferroni)": t["p_bonferroni"],
          "significant": t["significant"], "arcs": t["n_arcs"]}
         for p, t in summary["top_heads"].items() if not p.startswith("aa_")
-    ]  # fmt: skip
-    parts += ["<h2>Top head per property</h2>", _table(pd.DataFrame(top_rows))]
-    initial = _initial_head(summary, heads)
-    if examples is None and examples_note is None:
-        examples_note = "no example proteins were given (plmlens report --views draws them)"
-    parts.append(explorer_html(heads, n_layers, n_heads, initial, examples, examples_note, draw_weight))
+    ])  # fmt: skip
+
+
+def _heatmap_sections(
+    written: dict[str, list[Path]], panels: dict[str, HeatmapPanel], heads: pd.DataFrame
+) -> list[dict]:
+    """Per labelled property: its clickable heatmap, its top heads beside the null model and their table."""
+    sections = []
     for key, paths in written.items():
-        if key.startswith("heads_"):
-            prop = key.removeprefix("heads_")
-            parts.append(f"<h2>{html.escape(figures.label(prop))}</h2>")
-            parts.append(clickable_heatmap(paths[0].read_bytes(), f"{prop} per head (click a head)", [panels[prop]]))
-            parts.append(_img(written[f"top_{prop}"][0], f"{prop} top heads"))
-            top = heads[(heads.property == prop) & ~heads.few_arcs].sort_values("proportion", ascending=False).head(10)
-            top = top.assign(head=[f"{a}-{b}" for a, b in zip(top["layer"], top["head"], strict=True)])
-            parts.append(_table(top[["head", "n_arcs", "proportion", "ci_low", "ci_high", "background",
-                                     "p_bonferroni", "null_proportion", "boot_ci_low", "boot_ci_high"]]))  # fmt: skip
-    parts += ["<h2>Across layers</h2>", _img(written["layers"][0], "layer profiles")]
-    if "probes" in written:
-        parts += ["<h2>Probes</h2>", _img(written["probes"][0], "probe curves")]
-        regression = run_dir / "probe" / "contact_regression.csv"
-        if regression.exists():
-            parts += ["<h3>Contact regression over all heads</h3>", _table(pd.read_csv(regression))]
-    if "amino_acids" in written:
-        blosum = summary["blosum62_correlation"]
-        amino_acids = pd.read_csv(run_dir / "amino_acids.csv")
-        for column in ("top_head", "null_top_head"):
-            amino_acids[column] = amino_acids[column].astype(str)
-        parts += [
-            "<h2>Amino acids</h2>", _img(written["amino_acids"][0], "amino acids"),
-            _table(amino_acids.rename(columns={"top_head": "head"})),
-            f"<p>Correlation of attention similarity with BLOSUM62: model r = {fmt_number(blosum['model'])}, "
-            f"null model r = {fmt_number(blosum['null'])}.</p>",
-            _img(written["blosum"][0], "attention similarity and BLOSUM62"),
-        ]  # fmt: skip
-    parts += causal_sections(run_dir)
-    if views:
-        parts.append("<h2>Attention on structure</h2>")
-        parts += [view.fragment(f"view{k}") for k, view in enumerate(views)]
-    title = f"plmlens report: {model.get('name', 'model')} on {summary.get('data', 'data')}"
-    # NGL is inlined only when something is drawn in 3D, so a report without views needs no NGL install.
-    text = page(title, "\n".join(parts), head=HEAD_CLICK_SCRIPT + EXPLORER_STYLE, ngl=bool(examples or views))
-    return write_text_atomic(run_dir / "report.html", text)
+        if not key.startswith("heads_"):
+            continue
+        prop = key.removeprefix("heads_")
+        top = heads[(heads.property == prop) & ~heads.few_arcs].sort_values("proportion", ascending=False).head(10)
+        top = top.assign(head=[f"{a}-{b}" for a, b in zip(top["layer"], top["head"], strict=True)])
+        columns = ["head", "n_arcs", "proportion", "ci_low", "ci_high", "background", "p_bonferroni",
+                   "null_proportion", "boot_ci_low", "boot_ci_high"]  # fmt: skip
+        sections.append({
+            "title": figures.label(prop),
+            "heatmap": Picture.from_file(paths[0], f"{prop} per head (click a head)"),
+            "panels": [panels[prop]],
+            "top_heads": Picture.from_file(written[f"top_{prop}"][0], f"{prop} top heads"),
+            "table": _rounded(top[columns]),
+        })  # fmt: skip
+    return sections
+
+
+def _probe_section(run_dir: Path, written: dict[str, list[Path]]) -> dict | None:
+    """The probe curves and the contact regression's table, when ``plmlens probe`` wrote them."""
+    if "probes" not in written:
+        return None
+    regression = run_dir / "probe" / "contact_regression.csv"
+    return {"figure": Picture.from_file(written["probes"][0], "probe curves"),
+            "regression": _rounded(pd.read_csv(regression)) if regression.exists() else None}  # fmt: skip
+
+
+def _amino_acid_section(run_dir: Path, written: dict[str, list[Path]], summary: dict) -> dict | None:
+    """The amino-acid heatmaps, their top heads and the correlation with BLOSUM62, when the run has them."""
+    if "amino_acids" not in written:
+        return None
+    blosum = summary["blosum62_correlation"]
+    amino_acids = pd.read_csv(run_dir / "amino_acids.csv")
+    for column in ("top_head", "null_top_head"):
+        amino_acids[column] = amino_acids[column].astype(str)
+    return {
+        "figure": Picture.from_file(written["amino_acids"][0], "amino acids"),
+        "table": _rounded(amino_acids.rename(columns={"top_head": "head"})),
+        "model_r": fmt_number(blosum["model"]),
+        "null_r": fmt_number(blosum["null"]),
+        "blosum": Picture.from_file(written["blosum"][0], "attention similarity and BLOSUM62"),
+    }
 
 
 def _find(run_dir: Path, name: str, subdirectory: str) -> Path | None:
@@ -221,56 +247,50 @@ def _find(run_dir: Path, name: str, subdirectory: str) -> Path | None:
     return None
 
 
-def causal_sections(run_dir: str | Path) -> list[str]:
-    """The report's head-ablation and categorical-Jacobian sections, when ``plmlens ablate`` or ``plmlens
-    jacobian`` wrote their outputs into the run directory (or its ``ablation/`` or ``jacobian/``)."""
+def causal_context(run_dir: str | Path) -> dict:
+    """What the report's head-ablation and categorical-Jacobian sections (``causal.html``) show, when
+    ``plmlens ablate`` or ``plmlens jacobian`` wrote their outputs into the run directory (or its
+    ``ablation/`` or ``jacobian/``): ``{"ablation": dict or None, "jacobian": dict or None}``."""
     run_dir = Path(run_dir)
-    parts: list[str] = []
+    context: dict[str, dict | None] = {"ablation": None, "jacobian": None}
     ablation = _find(run_dir, "ablation.csv", "ablation")
     if ablation is not None:
         table = pd.read_csv(ablation)
         info = json.loads((ablation.parent / "ablation.json").read_text())
-        parts += [
-            "<h2>Head ablation</h2>",
-            f"<p>{html.escape(info.get('answer', ''))}</p>",
-            f"<p>{html.escape(str(info.get('mode')))} ablation, {html.escape(str(info.get('objective')))}; "
-            f"{info.get('n_evaluation_proteins')} evaluation proteins, contact regression fitted on "
-            f"{info.get('n_regression_proteins')}; intervals from {info.get('bootstrap')} protein-bootstrap "
-            "replicates. Single-head rows are in ablation.csv.</p>",
-        ]
         figure = ablation.parent / "ablation.png"
-        if figure.is_file():
-            parts.append(_img(figure, "loss increase per ablated head"))
         groups = table[table["kind"] != "head"]
         columns = ["ablation", "heads", "loss", "delta_loss", "delta_loss_low", "delta_loss_high", "delta_recovery",
                    "delta_site_recovery", "delta_contact_long_p_at_L5"]  # fmt: skip
-        parts.append(_table(groups[[c for c in columns if c in groups.columns]]))
+        context["ablation"] = {
+            "answer": str(info.get("answer", "")), "mode": str(info.get("mode")),
+            "objective": str(info.get("objective")), "n_evaluation_proteins": str(info.get("n_evaluation_proteins")),
+            "n_regression_proteins": str(info.get("n_regression_proteins")), "bootstrap": str(info.get("bootstrap")),
+            "figure": Picture.from_file(figure, "loss increase per ablated head") if figure.is_file() else None,
+            "table": _rounded(groups[[c for c in columns if c in groups.columns]]),
+        }  # fmt: skip
     jacobian = _find(run_dir, "jacobian_summary.csv", "jacobian")
     if jacobian is not None:
         info = json.loads((jacobian.parent / "jacobian.json").read_text())
         best = info.get("best_head", {})
         summary = pd.read_csv(jacobian)
-        parts += [
-            "<h2>Contacts from the model's output (categorical Jacobian)</h2>",
-            f"<p>Mean precision over {info.get('n_evaluation_proteins')} proteins of the categorical Jacobian "
-            f"(Zhang et al. 2024), the contact regression over all heads and the best single head "
-            f"({best.get('layer')}-{best.get('head')}, chosen on the {info.get('n_regression_proteins')} training "
-            f"proteins); {fmt_number(info.get('seconds_per_protein'))} s per protein on "
-            f"{html.escape(str(info.get('device')))}.</p>",
-        ]
         chart = jacobian.parent / "jacobian.png"
         if not chart.is_file():
             figures.save_figure(figures.jacobian_figure(summary), chart.with_suffix(""))
-        parts.append(_img(chart, "Jacobian contact precision"))
-        parts.append(_table(summary.rename(columns={"best_head": f"head {best.get('layer')}-{best.get('head')}"})))
-    return parts
+        context["jacobian"] = {
+            "n_evaluation_proteins": str(info.get("n_evaluation_proteins")),
+            "n_regression_proteins": str(info.get("n_regression_proteins")),
+            "best_head": f"{best.get('layer')}-{best.get('head')}",
+            "seconds_per_protein": fmt_number(info.get("seconds_per_protein")), "device": str(info.get("device")),
+            "figure": Picture.from_file(chart, "Jacobian contact precision"),
+            "table": _rounded(summary.rename(columns={"best_head": f"head {best.get('layer')}-{best.get('head')}"})),
+        }  # fmt: skip
+    return context
 
 
-EXPLORER_STYLE = """<style>
-#explorer { border: 1px solid #ddd; padding: 0 1em 1em; background: #fcfcfc; }
-.explorer-body { display: flex; gap: 1.5em; flex-wrap: wrap; align-items: flex-start; }
-#explorer-stats table { font-size: 0.8em; }
-</style>"""
+def causal_sections(run_dir: str | Path) -> list[Markup]:
+    """The report's head-ablation and categorical-Jacobian sections as HTML fragments (see `causal_context`)."""
+    context = causal_context(run_dir)
+    return [macro("causal.html", name)(context[name]) for name in ("ablation", "jacobian") if context[name]]
 
 
 def _initial_head(summary: dict, heads: pd.DataFrame) -> tuple[int, int]:

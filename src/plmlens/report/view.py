@@ -7,9 +7,7 @@ inlined into every page, so the page works without a network. Its source is not 
 from __future__ import annotations
 
 import base64
-import html
 import io
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -18,8 +16,10 @@ from pathlib import Path
 
 import gemmi
 import numpy as np
+from markupsafe import Markup
 
 from plmlens.proteins import Protein
+from plmlens.report.html import inline_script, macro, render
 
 NGL_VERSION = "2.5.0"
 
@@ -185,14 +185,17 @@ class AttentionView:
         plt.close(fig)
         return base64.b64encode(buffer.getvalue()).decode("ascii")
 
-    def fragment(self, element_id: str) -> str:
-        """HTML + script drawing this view into a new element (NGL must be loaded on the page)."""
+    def context(self, element_id: str) -> dict:
+        """What the ``view`` macro of ``view.html`` draws: the title, the arc count, the heatmap (base64 PNG)
+        and the data its script reads (structure, arcs, labels)."""
         pdb, representation = chain_pdb_text(self.protein)
         data = {"pdb": pdb, "repr": representation, "arcs": self.arcs(), "labels": self.labels()}
-        return VIEW_FRAGMENT.format(
-            id=element_id, title=html.escape(self.title), png=self.heatmap_png(),
-            data=json.dumps(data).replace("</", "<\\/"), n_arcs=len(data["arcs"]), min_weight=self.min_weight,
-        )  # fmt: skip
+        return {"id": element_id, "title": self.title, "n_arcs": len(data["arcs"]), "min_weight": self.min_weight,
+                "png": self.heatmap_png(), "data": data}  # fmt: skip
+
+    def fragment(self, element_id: str) -> Markup:
+        """HTML + script drawing this view into a new element (NGL must be loaded on the page)."""
+        return macro("view.html", "view")(self.context(element_id))
 
     def to_html(self) -> str:
         """A complete, self-contained offline page."""
@@ -204,69 +207,21 @@ class AttentionView:
         return write_text_atomic(path, self.to_html())
 
     def _repr_html_(self) -> str:
-        # In a notebook: the same page in a sandboxed iframe.
-        return (f'<iframe srcdoc="{html.escape(self.to_html())}" style="width:100%;height:560px;border:0" '
-                'sandbox="allow-scripts"></iframe>')  # fmt: skip
+        # In a notebook: the same page in a sandboxed iframe (the page is a plain string: escaped into srcdoc).
+        return str(macro("view.html", "iframe")(self.to_html()))
 
 
-ERROR_CAPTURE = """<script>
-window.plmlensErrors = [];
-(function () {
-  const original = console.error;
-  console.error = function (...args) { window.plmlensErrors.push(args.join(" ")); original.apply(console, args); };
-  window.addEventListener("error", (event) => window.plmlensErrors.push(String(event.message)));
-  // Record the outcome in the DOM too, where a headless browser's --dump-dom can read it.
-  window.addEventListener("load", () => setTimeout(() => {
-    document.body.dataset.errors = JSON.stringify(window.plmlensErrors);
-    document.body.dataset.stages = String(document.querySelectorAll('.stage[data-rendered="true"]').length);
-  }, 3000));
-})();
-</script>"""
-
-STYLE = """<style>
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1200px; }
-.view { display: flex; gap: 1em; align-items: flex-start; flex-wrap: wrap; margin-bottom: 1.5em; }
-.stage { width: 640px; height: 480px; border: 1px solid #ccc; position: relative; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.2em 0.6em; text-align: right; }
-th { background: #f3f3f3; } img { max-width: 100%; } .note { color: #555; font-size: 0.9em; }
-</style>"""
-
-VIEW_FRAGMENT = """<h3>{title}</h3>
-<p class="note">{n_arcs} arcs with weight ≥ {min_weight}; line width ∝ weight;
-the most attended residues are labelled.</p>
-<div class="view"><div class="stage" id="{id}"></div>
-<img alt="attention heatmap" src="data:image/png;base64,{png}"></div>
-<script>
-(function () {{
-  const data = {data};
-  const stage = new NGL.Stage("{id}", {{ backgroundColor: "white" }});
-  window.plmlensStages = (window.plmlensStages || []).concat([stage]);
-  stage.loadFile(new Blob([data.pdb], {{ type: "text/plain" }}), {{ ext: "pdb" }}).then(function (component) {{
-    component.addRepresentation(data.repr, {{ color: "#bbbbbb", opacity: 0.9 }});
-    const shape = new NGL.Shape("attention");
-    const maxWeight = Math.max.apply(null, data.arcs.map((a) => a.w).concat([1e-9]));
-    data.arcs.forEach(function (arc) {{
-      shape.addCylinder(arc.a, arc.b, [0.0, 0.45, 0.70], 0.05 + 0.45 * arc.w / maxWeight);
-    }});
-    data.labels.forEach(function (l) {{ shape.addText(l.xyz, [0.84, 0.37, 0.0], 6, l.text); }});
-    if (data.arcs.length || data.labels.length) {{
-      stage.addComponentFromObject(shape).addRepresentation("buffer");
-    }}
-    component.autoView();
-    stage.viewer.requestRender();
-    document.getElementById("{id}").dataset.rendered = "true";
-  }}).catch(function (error) {{ console.error("plmlens view {id}: " + error); }});
-}})();
-</script>"""
-
-
-def page(title: str, body: str, head: str = "", ngl: bool = True) -> str:
+def page(title: str, body: Markup | str = "", ngl: bool = True) -> str:
     """A self-contained page with console errors captured in ``window.plmlensErrors`` and, for pages with
-    3D views (`ngl`), NGL inlined."""
-    script = f"<script>{ngl_javascript()}</script>\n" if ngl else ""
-    return (
-        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
-        f"{ERROR_CAPTURE}\n{script}{STYLE}\n{head}</head>\n"
-        f"<body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
-    )
+    3D views (`ngl`), NGL inlined.
+
+    Parameters
+    ----------
+    title : str
+        Text (escaped).
+    body : Markup or str
+        HTML rendered by a template (e.g. `AttentionView.fragment`); a plain string is escaped, shown as text.
+    ngl : bool
+        Inline NGL (raises `ViewerError` when it is not installed).
+    """
+    return render("page.html", title=title, body=body, ngl_js=inline_script(ngl_javascript()) if ngl else None)
