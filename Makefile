@@ -37,7 +37,7 @@ test: install
 	$(BIN)/python -m pytest
 
 demo: install
-	$(BIN)/plmlens demo
+	$(BIN)/plmlens demo --overwrite
 
 lint: install
 	$(BIN)/ruff check --fix src tests benchmarks

@@ -322,7 +322,11 @@ def test_cli_compares_end_to_end(tmp_path, unrendered):
     assert result.exit_code == 0, result.output
     assert str(tmp_path / "out" / "compare.html") in result.output.replace("\n", "")
     assert "esm [small]" in result.output and "8 × 8" in result.output
-    missing = runner.invoke(app, ["compare", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    again = runner.invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "out"), "--allow-mixed"])
+    assert again.exit_code == 2 and "add --overwrite to replace it" in again.output  # issue 22: never replaced unasked
+    replaced = runner.invoke(app, ["compare", str(a), "--out", str(tmp_path / "out"), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    missing = runner.invoke(app, ["compare", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out2")])
     assert missing.exit_code == 2 and "nowhere: not a directory" in missing.output
 
 

@@ -22,6 +22,10 @@ def test_demo_compares_every_offline_model(shared_data, tmp_path):
         assert (out / run / "report.html").is_file() and (out / run / "probe" / "probes.csv").is_file(), run
     models = pd.read_csv(out / "models.csv").set_index("run_dir")
     assert len(models) == 5 and (out / "compare.html").is_file()
+    # compare.html was written in a staging folder and moved: its links still lead to the runs' reports.
+    assert '"report":"./antiberty/report.html"' in (out / "compare.html").read_text()
+    again = CliRunner().invoke(app, ["demo", "--limit", "10", "--out", str(out)])
+    assert again.exit_code == 2 and "add --overwrite to replace it" in again.output  # issue 22
     rows = {run: models.loc[str(out / run)] for run in runs}
     assert rows["sapiens-heavy"]["data"].endswith("chain_type=heavy")
     assert rows["sapiens-light"]["data"].endswith("chain_type=light")

@@ -11,7 +11,7 @@
     result.save("runs/antiberty")              # heads.csv, layers.csv, amino_acids.csv, summary.json
 """
 
-from plmlens.analysis.accumulator import Accumulator, AccumulatorBatch
+from plmlens.analysis.accumulator import Accumulator, AccumulatorBatch, AccumulatorFileError
 from plmlens.analysis.checkpoint import CheckpointError
 from plmlens.analysis.properties import (
     DEFAULT_PROPERTIES,
@@ -24,6 +24,8 @@ from plmlens.analysis.properties import (
 from plmlens.analysis.result import (
     HEAD_COLUMNS,
     MIN_ARCS,
+    RUN_OUTPUTS,
+    SHARD_OUTPUTS,
     AnalysisResult,
     blosum62,
     blosum_correlation,
@@ -39,8 +41,11 @@ __all__ = [
     "MIN_ARCS",
     "PROPERTIES",
     "PROPERTY_GROUPS",
+    "RUN_OUTPUTS",
+    "SHARD_OUTPUTS",
     "Accumulator",
     "AccumulatorBatch",
+    "AccumulatorFileError",
     "AnalysisResult",
     "CheckpointError",
     "MergeError",

@@ -16,6 +16,7 @@ from statsmodels.stats.proportion import proportion_confint, proportions_ztest
 
 from plmlens.analysis.accumulator import Accumulator
 from plmlens.ioutils import write_text_atomic
+from plmlens.outputs import OutputSet
 from plmlens.proteins import STANDARD_AMINO_ACIDS
 
 #: Heads with fewer high-confidence arcs are flagged (the paper reports only heads with at least 100).
@@ -26,6 +27,17 @@ HEAD_COLUMNS = [
     "z", "p_value", "p_bonferroni", "ci_low", "ci_high", "significant", "few_arcs",
     "null_proportion", "null_weighted_proportion", "boot_ci_low", "boot_ci_high",
 ]  # fmt: skip
+
+
+#: What `AnalysisResult.save` writes; ``summary.json`` marks a finished run. Figures and a report drawn from an
+#: earlier run are stale once it is replaced.
+RUN_OUTPUTS = OutputSet(
+    ("heads.csv", "layers.csv", "amino_acids.csv", "accumulator.npz", "summary.json"),
+    record="summary.json",
+    stale=("report.html", "figures"),
+)
+#: What a shard of a run (``analyze --shard i/K``) writes; ``shard.json`` marks a finished shard.
+SHARD_OUTPUTS = OutputSet(("accumulator.npz", "shard.json"), record="shard.json")
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ from plmlens.analysis.result import AnalysisResult
 from plmlens.distributed import ProcessGroup, Shard
 from plmlens.models import ModelAdapter, SequenceError, dtype_name
 from plmlens.proteins import Protein
+from plmlens.proteins.fingerprint import source_fingerprint
 from plmlens.proteins.skips import Skipped
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 WINDOW_BATCHES = 16
 #: Batches prepared on the host ahead of the one running, beside a GPU (one on the CPU).
 PREPARE_AHEAD = 3
+#: Truncated proteins named in the summary (all are counted).
+TRUNCATED_EXAMPLES = 20
 
 
 def default_max_tokens(device: torch.device | str) -> int:
@@ -66,6 +69,7 @@ class RunState:
     n_proteins: int = 0
     n_residues: int = 0
     n_truncated: int = 0
+    truncated: list[dict] = field(default_factory=list)  # the first few: id and residues before the cut
     skipped: list[Skipped] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     n_batches: int = 0
@@ -331,8 +335,9 @@ def analyze(
     acc = Accumulator(adapter.n_layers, adapter.n_heads, properties or (), device=adapter.device, engine=engine,
                       **settings)  # fmt: skip
     batching = {"max_length": max_length, "limit": limit, "max_tokens": max_tokens, "batch_size": batch_size}
-    fingerprint = run_fingerprint(adapter, acc, source=source, shard=own, **batching)
-    job_fingerprint = run_fingerprint(adapter, acc, source=source, shard=shard or Shard(), **batching)
+    content = source_fingerprint(source) if source is not None else None
+    fingerprint = run_fingerprint(adapter, acc, source=source, shard=own, content=content, **batching)
+    job_fingerprint = run_fingerprint(adapter, acc, source=source, shard=shard or Shard(), content=content, **batching)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     state, done = RunState(), Progress()
     if resume and checkpoint is not None and checkpoint.exists():
@@ -453,7 +458,10 @@ def _run_items(
     done.done.update(item.position for item in items)
     state.n_proteins += len(items)
     state.n_residues += sum(batch.lengths)
-    state.n_truncated += truncated
+    state.n_truncated += len(truncated)
+    lengths = {item.protein.id: len(item.protein) for item in items}
+    room = max(0, TRUNCATED_EXAMPLES - len(state.truncated))
+    state.truncated += [{"id": name, "length": lengths.get(name)} for name in truncated[:room]]
     state.n_batches += 1
     state.tokens += sum(item.tokens for item in items)
     state.padded_tokens += len(items) * max(item.tokens for item in items)
@@ -469,7 +477,7 @@ def _stage(
 ):
     proteins = [item.protein for item in items]
     batch = None
-    truncated = 0
+    truncated: tuple[str, ...] = ()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # truncation is counted in the summary instead
         for output in adapter.iter_layers(proteins, max_length=max_length, hidden_states=False, on_device=True):
@@ -480,7 +488,7 @@ def _stage(
                     raise RuntimeError(f"{adapter.name}: residue counts {output.lengths.tolist()} of a batch differ "
                                        f"from its encoding's {prepared.lengths}")  # fmt: skip
                 batch = acc.begin(prepared)
-                truncated = len(output.truncated)
+                truncated = tuple(output.truncated)
             batch.add_layer(output.layer, output.attention)
             signals.check()
     return batch, truncated
@@ -508,6 +516,12 @@ def _restore(state: RunState, done: Progress) -> None:
     state.skipped = [Skipped(s["file"], s["chain"], s["reason"]) for s in done.skipped]
 
 
+def max_residues(adapter: ModelAdapter, max_length: int) -> int:
+    """The residues of a protein the model sees: `max_length` tokens, capped at the model's own limit, less
+    its special tokens. Longer proteins keep their first residues."""
+    return min(int(max_length), adapter.max_length) - adapter.tokenizer.n_special
+
+
 def attention_support(adapter: ModelAdapter) -> str:
     """The pairs the model's heads can attend, as `Accumulator` takes it: ``causal`` for left-to-right
     models (j ≤ i), else ``full``."""
@@ -524,9 +538,14 @@ def run_fingerprint(
     max_tokens: int,
     batch_size: int | None,
     shard: Shard,
+    content: dict | None = None,
 ) -> dict:
-    """What must match for two partial runs to be continued or summed: source, model, settings, batching
-    and shard.
+    """What must match for two partial runs to be continued or summed: source and its content, model,
+    settings, batching and shard.
+
+    The content (`plmlens.proteins.source_fingerprint`, computed from `source` unless given) is there
+    because a SOURCE names a path: data replaced behind the same path must not be resumed or merged as if it
+    were the same.
 
     The batching is part of it because a model's arithmetic for a protein can depend, in the last bits,
     on the shape of its batch (an attention weight next to θ may fall on either side); with the same
@@ -535,8 +554,11 @@ def run_fingerprint(
     (and their seed) is part of the model, so a pretrained run's checkpoint never continues a
     random-weights run, nor the other way round.
     """
+    if content is None and source is not None:
+        content = source_fingerprint(source)
     return {
         "source": source,
+        "source_content": content,
         "model": {"name": adapter.name, "architecture": adapter.architecture, "layers": adapter.n_layers,
                   "heads": adapter.n_heads, "parameters": adapter.n_params, "dtype": dtype_name(adapter.dtype),
                   "random_init": adapter.random_init, "init_seed": adapter.init_seed},
@@ -574,6 +596,7 @@ def _result(
             merged.update({str((s["file"], s["chain"], s["reason"])): s for s in part})
         skipped = list(merged.values())
         seconds = max(group.all_gather_json(seconds))
+        state.truncated = [t for part in group.all_gather_json(state.truncated) for t in part][:TRUNCATED_EXAMPLES]
     info = {
         "model": {"name": adapter.name, "architecture": adapter.architecture, "layers": adapter.n_layers,
                   "heads": adapter.n_heads, "parameters": adapter.n_params, "random_init": adapter.random_init,
@@ -581,7 +604,8 @@ def _result(
         "max_length": max_length, "max_tokens": max_tokens, "batch_size": batch_size,
         "device": str(adapter.device), "dtype": dtype_name(adapter.dtype), "engine": acc.engine,
         "world_size": group.world_size, "shard": str(shard) if shard.count > 1 else None,
-        "n_skipped": len(skipped), "skipped": skipped, "n_truncated": state.n_truncated,
+        "n_skipped": len(skipped), "skipped": skipped, "max_residues": max_residues(adapter, max_length),
+        "n_truncated": state.n_truncated, "truncated": state.truncated,
         "n_batches": state.n_batches, "tokens": state.tokens, "padded_tokens": state.padded_tokens,
         "padding_efficiency": state.padding_efficiency, "oom_retries": state.oom_retries,
         "wall_seconds": seconds, "residues_per_second": acc.n_residues / seconds if seconds > 0 else None,

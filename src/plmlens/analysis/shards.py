@@ -2,7 +2,9 @@
 
 A shard's directory holds ``accumulator.npz`` (its sums) and ``shard.json`` (the run's fingerprint and
 counters). `merge_runs` checks that the shards are the ``K`` parts of one run (same source, model and
-settings; each index once) and sums them into the result one run over all proteins would give.
+settings; each index once) and sums them into the result one run over all proteins would give. Each
+shard is checked first: its record's fields and types, its sums (`Accumulator.load`, with their checksum)
+and that the two belong together; a damaged shard is one line naming the file.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from plmlens.analysis.accumulator import Accumulator
+from plmlens.analysis.accumulator import Accumulator, AccumulatorFileError
 from plmlens.analysis.checkpoint import fingerprint_differences
 from plmlens.analysis.result import AnalysisResult
 from plmlens.ioutils import write_text_atomic
+from plmlens.proteins.archive import ArchiveError, is_int, is_number, one_line, parse_json
 
 FORMAT = "plmlens-analyze-shard/1"
 #: Counters of a run that add up over shards.
@@ -41,16 +44,55 @@ def _read(directory: Path) -> tuple[Accumulator, dict]:
         what = "a whole run, not a shard" if (directory / "summary.json").exists() else "no shard.json"
         raise MergeError(f"{directory}: {what} (write shards with `plmlens analyze --shard i/K`)")
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise MergeError(f"{path}: unreadable ({error})") from None
+        if not path.is_file():
+            raise ArchiveError(f"{path}: not a regular file")
+        record = parse_json(path, path.read_text(encoding="utf-8"), "shard record")
+    except ArchiveError as error:
+        raise MergeError(str(error)) from None
+    except (OSError, ValueError) as error:  # unreadable, or not UTF-8
+        raise MergeError(f"{path}: unreadable ({one_line(error)})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise MergeError(f"{path}: not a plmlens shard record")
+    _check_record(path, record)
     try:
         acc = Accumulator.load(directory / "accumulator.npz")
-    except (OSError, ValueError, KeyError) as error:
-        raise MergeError(f"{directory / 'accumulator.npz'}: unreadable ({error})") from None
+    except AccumulatorFileError as error:
+        raise MergeError(str(error)) from None
+    settings = record["info"]["fingerprint"].get("settings")
+    # Settings a shard written before they existed lacks are not compared.
+    if isinstance(settings, dict) and any(k in settings and settings[k] != v for k, v in acc.config().items()):
+        raise MergeError(f"{directory}: accumulator.npz is not the one of shard.json's run (its settings differ)")
     return acc, record
+
+
+def _check_record(path: Path, record: dict) -> None:
+    """The fields of a shard record that merging uses, with their types and ranges."""
+
+    def fail(reason: str) -> MergeError:
+        return MergeError(f"{path}: damaged shard record ({reason})")
+
+    info = record.get("info")
+    fingerprint = info.get("fingerprint") if isinstance(info, dict) else None
+    shard = fingerprint.get("shard") if isinstance(fingerprint, dict) else None
+    if not isinstance(shard, dict):
+        raise fail("no info.fingerprint.shard")
+    count, index = shard.get("count"), shard.get("index")
+    if not (is_int(count) and is_int(index) and 0 <= index < count):
+        raise fail(f"shard {index!r:.20}/{count!r:.20} is not an index below a count")
+    for name in _ADDITIVE:
+        value = info.get(name)
+        if value is not None and not (is_number(value) and value >= 0):
+            raise fail(f"{name} is {value!r:.40}")
+    skipped = info.get("skipped")
+    if not isinstance(skipped, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("file"), str) and isinstance(s.get("reason"), str)
+        and isinstance(s.get("chain"), (str, type(None)))
+        for s in skipped
+    ):  # fmt: skip
+        raise fail("skipped is not a list of skipped records")
+    alpha = record.get("alpha", 0.05)
+    if not (is_number(alpha) and 0 < alpha < 1):
+        raise fail(f"alpha is {alpha!r:.40}")
 
 
 def merge_runs(directories: Sequence[str | Path]) -> AnalysisResult:
@@ -81,7 +123,8 @@ def merge_runs(directories: Sequence[str | Path]) -> AnalysisResult:
     for directory, _, record in parts:
         fingerprint = dict(record["info"]["fingerprint"])
         differences = fingerprint_differences(
-            {**fingerprint, "shard": fingerprint["shard"]["count"]}, {**reference, "shard": count}
+            _comparable({**fingerprint, "shard": fingerprint["shard"]["count"]}),
+            _comparable({**reference, "shard": count}),
         )
         if differences:
             raise MergeError(f"{directory} is not a shard of the same run as {first_dir}: {'; '.join(differences)}")
@@ -89,9 +132,12 @@ def merge_runs(directories: Sequence[str | Path]) -> AnalysisResult:
         if index in seen:
             raise MergeError(f"shard {index}/{count} given twice: {seen[index]} and {directory}")
         seen[index] = directory
-    missing = sorted(set(range(count)) - set(seen))
-    if missing:
-        raise MergeError(f"shards {', '.join(f'{i}/{count}' for i in missing)} are missing")
+    if len(seen) < count:
+        # Indices are distinct and below count, so a missing one is among the first len(seen) + 1; a
+        # damaged count of billions must not be enumerated.
+        missing = sorted(set(range(min(count, len(seen) + 10))) - set(seen))
+        more = f" ({count - len(seen):,} in all)" if count - len(seen) > len(missing) else ""
+        raise MergeError(f"shards {', '.join(f'{i}/{count}' for i in missing)}{more} are missing")
     merged = parts[0][1]
     for _, acc, _ in parts[1:]:
         merged = merged.merge(acc)
@@ -109,3 +155,12 @@ def merge_runs(directories: Sequence[str | Path]) -> AnalysisResult:
     info["fingerprint"] = {**reference, "shard": {"index": 0, "count": 1}}
     info["merged_from"] = [str(seen[index]) for index in range(count)]
     return AnalysisResult(merged, alpha=first.get("alpha", 0.05), info=info)
+
+
+def _comparable(fingerprint: dict) -> dict:
+    """A shard's fingerprint without the data's modification time: shards often run on machines with their own
+    copy of the data, the same content written at another time."""
+    content = fingerprint.get("source_content")
+    if isinstance(content, dict):
+        fingerprint = {**fingerprint, "source_content": {k: v for k, v in content.items() if k != "modified"}}
+    return fingerprint

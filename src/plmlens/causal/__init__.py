@@ -7,6 +7,7 @@ language model's own logits and scores them beside the attention baselines.
 """
 
 from plmlens.causal.ablation import (
+    ABLATION_OUTPUTS,
     Ablation,
     AblationResult,
     ablate,
@@ -22,6 +23,7 @@ from plmlens.causal.heads import (
     record_head_outputs,
 )
 from plmlens.causal.jacobian import (
+    JACOBIAN_OUTPUTS,
     JacobianResult,
     JacobianUnsupportedError,
     categorical_jacobian,
@@ -33,6 +35,8 @@ from plmlens.causal.jacobian import (
 
 __all__ = [
     "ABLATION_MODES",
+    "ABLATION_OUTPUTS",
+    "JACOBIAN_OUTPUTS",
     "Ablation",
     "AblationResult",
     "AblationUnsupportedError",

@@ -33,6 +33,7 @@ from plmlens.causal.jacobian import encodable, labelled_attention, split_for_reg
 from plmlens.ioutils import write_text_atomic
 from plmlens.models import ModelAdapter
 from plmlens.models.tokenizers import STANDARD_RESIDUES
+from plmlens.outputs import OutputSet
 from plmlens.probing.metrics import contact_precisions
 from plmlens.probing.regression import ContactRegression
 from plmlens.proteins import Protein, contact_map
@@ -207,6 +208,10 @@ def _statistics(sums: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
         "site_recovery": ratio(sums[:, 3], sums[:, 4]),
         "contact_long_p_at_L5": ratio(np.where(usable, long, np.nan), usable.astype(float)),
     }
+
+
+#: What `AblationResult.save` writes (into an analyze run directory, too); ``ablation.json`` marks a finished one.
+ABLATION_OUTPUTS = OutputSet(("ablation.csv", "ablation.png", "ablation.svg", "ablation.json"), record="ablation.json")
 
 
 @dataclass

@@ -29,9 +29,11 @@ import torch
 from plmlens.ioutils import write_bytes_atomic, write_text_atomic
 from plmlens.models import ModelAdapter, SequenceError
 from plmlens.models.tokenizers import STANDARD_RESIDUES
+from plmlens.outputs import OutputSet
 from plmlens.probing.metrics import apc, contact_precisions
 from plmlens.probing.regression import ContactRegression, head_contact_scores
 from plmlens.proteins import CONTACT_RANGES, Protein, contact_map
+from plmlens.proteins.ids import unique_ids
 from plmlens.proteins.skips import Skipped
 
 #: The three contact maps `jacobian` scores, in the order of its table's columns.
@@ -190,6 +192,13 @@ def protein_jacobian_contacts(
     return jacobian_contacts(jacobian)
 
 
+#: What `JacobianResult.save` writes (into an analyze run directory, too); ``jacobian.json`` marks a finished one.
+JACOBIAN_OUTPUTS = OutputSet(
+    ("jacobian.csv", "jacobian_summary.csv", "jacobian_maps.npz", "jacobian.png", "jacobian.svg", "jacobian.json"),
+    record="jacobian.json",
+)
+
+
 @dataclass
 class JacobianResult:
     """Per-protein contact precisions of the Jacobian and the attention baselines, and the Jacobian maps."""
@@ -293,11 +302,11 @@ class _MapCache:
                 old.unlink()
             write_text_atomic(stamp, text)
 
-    def _path(self, protein_id: str) -> Path:
-        return self.directory / f"{hashlib.sha1(protein_id.encode()).hexdigest()[:20]}.npy"
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}.npy"
 
-    def get(self, protein_id: str) -> np.ndarray | None:
-        path = self._path(protein_id)
+    def get(self, key: str) -> np.ndarray | None:
+        path = self._path(key)
         if not path.is_file():
             return None
         try:
@@ -306,10 +315,10 @@ class _MapCache:
             return None  # a damaged file is computed again
         return value if value.ndim == 2 and value.shape[0] == value.shape[1] else None
 
-    def put(self, protein_id: str, value: np.ndarray) -> None:
+    def put(self, key: str, value: np.ndarray) -> None:
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(value, dtype=np.float64), allow_pickle=False)
-        write_bytes_atomic(self._path(protein_id), buffer.getvalue())
+        write_bytes_atomic(self._path(key), buffer.getvalue())
 
 
 def labelled_attention(
@@ -400,7 +409,8 @@ def jacobian(
     check_jacobian_support(adapter)
     batch_size = batch_size or default_batch_size(adapter)
     started = time.perf_counter()
-    records = [p for p in proteins if isinstance(p, Protein)]
+    # Maps and rows are keyed by id: repeated ids (a list built by hand; sources make theirs unique) are renamed.
+    records = [p for p in unique_ids(proteins, "jacobian") if isinstance(p, Protein)]
     token_limit = min(adapter.max_length, max_length + adapter.tokenizer.n_special)
     fitting = [p for p in records if len(p) <= max_length]
     too_long = [p.id for p in records if len(p) > max_length]
@@ -413,15 +423,19 @@ def jacobian(
                                      "init_seed": adapter.init_seed, "dtype": str(adapter.dtype),
                                      "token_limit": token_limit})  # fmt: skip
     rows, maps, seconds, resumed, computed_residues = [], {}, [], 0, 0
+    position = {id(p): k for k, p in enumerate(records)}
     for done, protein in enumerate(evaluation):
         tick = time.perf_counter()
-        coupling = finished.get(protein.id) if finished is not None else None
+        # A finished map is found by the protein's position in the source, its id and its sequence: never
+        # another protein's, whatever the ids.
+        key = f"{position[id(protein)]}\0{protein.id}\0{protein.sequence}"
+        coupling = finished.get(key) if finished is not None else None
         if coupling is None:
             coupling = protein_jacobian_contacts(adapter, protein, batch_size=batch_size, max_length=token_limit)
             seconds.append(time.perf_counter() - tick)
             computed_residues += coupling.shape[0]
             if finished is not None:
-                finished.put(protein.id, coupling)
+                finished.put(key, coupling)
         else:
             resumed += 1
         n = coupling.shape[0]

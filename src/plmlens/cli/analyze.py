@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from plmlens.cli.common import (
@@ -17,15 +17,22 @@ from plmlens.cli.common import (
     Column,
     FormatOption,
     OutputFormat,
+    OverwriteOption,
     app,
+    claim_or_exit,
+    commit_or_exit,
     console,
+    escape_text,
     fail,
     load_model_or_exit,
     out,
     print_note,
+    print_start,
     print_table,
+    printable,
     progress_bar,
     resolve_format,
+    run_errors,
 )
 from plmlens.proteins import SourceError, iter_records
 
@@ -64,7 +71,7 @@ def _exit_if_complete(out_dir: Path, adapter, properties, data: str, part, **set
     if differences:
         raise fail(f"{out_dir} holds a finished run with other settings ({'; '.join(differences)}); use --overwrite")
     # On stdout even in CSV mode: it is the command's only result (scripts read it from there).
-    out.print(f"{out_dir}: this run is already complete; nothing to resume", highlight=False, markup=False)
+    out.print(f"{printable(out_dir)}: this run is already complete; nothing to resume", highlight=False, markup=False)
     raise typer.Exit(0)
 
 
@@ -94,7 +101,9 @@ def analyze(
         str | None, typer.Option(help="INDEX/COUNT: take every COUNT-th batch from the INDEX-th; sum with `merge`.")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run whose checkpoint is in --out.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Start afresh even if --out holds a checkpoint.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Start afresh though --out holds a checkpoint or a finished run (replaced at the end).")
+    ] = False,
     checkpoint_seconds: Annotated[float, typer.Option(help="Seconds between checkpoints.")] = 60.0,
     random_init: Annotated[
         bool, typer.Option("--random-init", help="Control: the model's architecture with fresh random weights.")
@@ -111,8 +120,7 @@ def analyze(
     At the end it prints the top head per property; --format csv|json prints it as data (see `print_top_heads`).
     """
     fmt = resolve_format(fmt)
-    from plmlens.analysis import CheckpointError, RunInterrupted, get_properties, save_shard
-    from plmlens.analysis import analyze as run_analysis
+    from plmlens.analysis import RUN_OUTPUTS, SHARD_OUTPUTS, get_properties, save_shard
     from plmlens.distributed import Shard, destroy_process_group, init_process_group
     from plmlens.models import resolve_device
 
@@ -131,14 +139,49 @@ def analyze(
         raise fail(
             f"{checkpoint} holds an interrupted run: add --resume to continue it, or --overwrite to start afresh"
         )
-    adapter = load_model_or_exit(model, str(torch_device), dtype, random_init=random_init, init_seed=init_seed)
-    if resume and not checkpoint.exists():
-        _exit_if_complete(out_dir, adapter, chosen, data, part, threshold=threshold, seed=seed,
-                          n_bootstrap=n_bootstrap, max_length=max_length, limit=limit, max_tokens=max_tokens,
-                          batch_size=batch_size)  # fmt: skip
+    # Rank 0 writes the results: it alone claims --out (checked, locked) before the model is loaded.
+    outputs = SHARD_OUTPUTS if part is not None else RUN_OUTPUTS
+    claim = claim_or_exit(out_dir, outputs, overwrite=overwrite, resume=resume) if group.is_main else None
+    group.barrier()
+    with claim or contextlib.nullcontext():
+        adapter = load_model_or_exit(model, str(torch_device), dtype, random_init=random_init, init_seed=init_seed)
+        if resume and not checkpoint.exists():
+            _exit_if_complete(out_dir, adapter, chosen, data, part, threshold=threshold, seed=seed,
+                              n_bootstrap=n_bootstrap, max_length=max_length, limit=limit, max_tokens=max_tokens,
+                              batch_size=batch_size)  # fmt: skip
+        if group.is_main:
+            where = f" × {group.world_size} ranks" if group.distributed else ""
+            print_start("analyze", adapter, data, where)
+        settings = dict(threshold=threshold, max_length=max_length, max_tokens=max_tokens, batch_size=batch_size,
+                        seed=seed, n_bootstrap=n_bootstrap, limit=limit, checkpoint=checkpoint,
+                        checkpoint_seconds=checkpoint_seconds, resume=resume, source=data, shard=part)  # fmt: skip
+        result = _compute(adapter, records, chosen, group, **settings)
+        result.info["data"] = data
+        if result.accumulator.n_proteins == 0:
+            raise fail(f"{data}: no proteins could be analysed ({len(result.info['skipped'])} skipped)")
+        if claim is not None:
+            kept = "; the checkpoint is kept: free space and run again with --resume"
+            commit_or_exit(claim, (lambda d: save_shard(result, d)) if part is not None else result.save, kept)
+    group.barrier()  # the outputs exist before any rank drops its checkpoint
+    checkpoint.unlink(missing_ok=True)
+    destroy_process_group()
     if group.is_main:
-        where = f" × {group.world_size} ranks" if group.distributed else ""
-        console.print(f"analyze: {adapter!r} on {adapter.device}{where}, [bold]{escape(data)}[/]", highlight=False)
+        _print_result(result, out_dir, part, fmt, random_init, init_seed)
+
+
+def _compute(adapter, records, properties, group, **settings):
+    """`plmlens.analysis.analyze` with a progress bar; an interruption, a checkpoint of another run, a damaged
+    source or a full disk ends the command with one line."""
+    kept = "; the last checkpoint is kept: run the same command with --resume once it is fixed"
+    with run_errors(settings["source"], kept):
+        return _run_with_progress(adapter, records, properties, group, **settings)
+
+
+def _run_with_progress(adapter, records, properties, group, **settings):
+    from plmlens.analysis import CheckpointError, RunInterrupted
+    from plmlens.analysis import analyze as run_analysis
+
+    part, limit = settings["shard"], settings["limit"]
     try:
         with progress_bar(
             TextColumn("[bold]analyze[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("proteins"),
@@ -152,33 +195,20 @@ def analyze(
                 rate = state.n_residues / state.seconds if state.seconds else 0.0
                 progress.update(task, completed=state.n_proteins, rate=rate)
 
-            result = run_analysis(
-                adapter, records, chosen, threshold=threshold, max_length=max_length, max_tokens=max_tokens,
-                batch_size=batch_size, seed=seed, n_bootstrap=n_bootstrap, limit=limit, progress=update,
-                checkpoint=checkpoint, checkpoint_seconds=checkpoint_seconds, resume=resume, source=data,
-                shard=part, group=group,
-            )  # fmt: skip
+            return run_analysis(adapter, records, properties, progress=update, group=group, **settings)
     except RunInterrupted as stopped:
         console.print(
-            f"interrupted ({escape(str(stopped))}); continue with the same command and --resume", highlight=False
+            f"interrupted ({escape_text(str(stopped))}); continue with the same command and --resume", highlight=False
         )
         raise typer.Exit(stopped.exit_code) from None
     except CheckpointError as error:
         raise fail(str(error)) from None
-    result.info["data"] = data
-    if result.accumulator.n_proteins == 0:
-        raise fail(f"{data}: no proteins could be analysed ({len(result.info['skipped'])} skipped)")
-    if group.is_main:
-        if part is not None:
-            save_shard(result, out_dir)
-        else:
-            result.save(out_dir)
-    group.barrier()  # the outputs exist before any rank drops its checkpoint
-    checkpoint.unlink(missing_ok=True)
-    destroy_process_group()
-    if not group.is_main:
-        return
+
+
+def _print_result(result, out_dir: Path, part, fmt: OutputFormat, random_init: bool, init_seed: int) -> None:
+    """What `analyze` prints at the end: counts, then the top heads (or where the shard went)."""
     info = result.info
+    print_truncation(info)
     efficiency = info["padding_efficiency"]
     print_note(
         f"{result.accumulator.n_proteins:,} proteins, {result.accumulator.n_residues:,} residues, "
@@ -187,7 +217,7 @@ def analyze(
         fmt,
     )
     if part is not None:
-        where = escape(str(out_dir))
+        where = escape_text(str(out_dir))
         print_note(f"wrote shard {part} to {where}; sum the shards with `plmlens merge DIR... --out DIR`", fmt)
         return
     summary = json.loads((out_dir / "summary.json").read_text())
@@ -198,7 +228,21 @@ def analyze(
             f"(attention > {summary['threshold']}) over all heads",
             fmt,
         )
-    print_note(f"wrote {escape(str(out_dir))}/heads.csv, layers.csv, amino_acids.csv, summary.json", fmt)
+    print_note(f"wrote {escape_text(str(out_dir))}/heads.csv, layers.csv, amino_acids.csv, summary.json", fmt)
+
+
+def print_truncation(info: dict) -> None:
+    """Say on stderr how many proteins were cut to the model's limit, which is often below --max-length."""
+    if not info.get("n_truncated"):
+        return
+    limit, model = info.get("max_residues"), info.get("model", {}).get("name", "the model")
+    examples = ", ".join(f"{escape_text(t['id'])} ({t['length']:,} residues)" for t in info.get("truncated", [])[:3])
+    console.print(
+        f"[yellow]truncated:[/] {info['n_truncated']:,} proteins longer than {escape_text(model)}'s limit of "
+        f"{limit:,} residues were cut to their first {limit:,} (e.g. {examples})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _percent(value: float | None, digits: int) -> str:
@@ -251,20 +295,22 @@ def print_top_heads(summary: dict, fmt: OutputFormat | str = OutputFormat.auto) 
 def merge(
     run_dirs: Annotated[list[Path], typer.Argument(help="Output directories of `analyze --shard i/K`, all K.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the merged heads.csv, layers.csv, ...")],
+    overwrite: OverwriteOption = False,
     fmt: FormatOption = OutputFormat.auto,
 ) -> None:
     """Sum the shards of one run (`plmlens analyze --shard i/K`) into the result of a single run.
 
     At the end it prints the top head per property; --format csv|json prints it as data.
     """
-    from plmlens.analysis import MergeError, merge_runs
+    from plmlens.analysis import RUN_OUTPUTS, MergeError, merge_runs
 
     fmt = resolve_format(fmt)
-    try:
-        result = merge_runs(run_dirs)
-    except MergeError as error:
-        raise fail(str(error)) from None
-    paths = result.save(out_dir)
+    with claim_or_exit(out_dir, RUN_OUTPUTS, overwrite=overwrite) as claim:
+        try:
+            result = merge_runs(run_dirs)
+        except MergeError as error:
+            raise fail(str(error)) from None
+        commit_or_exit(claim, result.save)
     print_note(f"merged {len(run_dirs)} shards: {result.accumulator.n_proteins:,} proteins", fmt)
-    print_top_heads(json.loads(paths["summary"].read_text()), fmt)
-    print_note(f"wrote {escape(str(out_dir))}/heads.csv, layers.csv, amino_acids.csv, summary.json", fmt)
+    print_top_heads(json.loads((out_dir / "summary.json").read_text()), fmt)
+    print_note(f"wrote {escape_text(str(out_dir))}/heads.csv, layers.csv, amino_acids.csv, summary.json", fmt)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from plmlens.cli.common import (
@@ -18,14 +17,19 @@ from plmlens.cli.common import (
     Column,
     FormatOption,
     OutputFormat,
+    OverwriteOption,
     app,
-    console,
+    claim_or_exit,
+    commit_or_exit,
+    escape_text,
     fail,
     load_model_or_exit,
     print_note,
+    print_start,
     print_table,
     progress_bar,
     resolve_format,
+    run_errors,
 )
 from plmlens.proteins import SourceError, iter_records
 
@@ -92,6 +96,7 @@ def ablate(
     batch_size: Annotated[int, typer.Option(help="Proteins per forward pass.")] = 8,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
+    overwrite: OverwriteOption = False,
     fmt: FormatOption = OutputFormat.auto,
 ) -> None:
     """Knock out every head, every layer, the top contact heads and random groups, and measure the change in
@@ -101,8 +106,7 @@ def ablate(
     --format csv|json prints the rows of ablation.csv.
     """
     fmt = resolve_format(fmt)
-    from plmlens.causal import ABLATION_MODES, head_projections, top_contact_heads
-    from plmlens.causal import ablate as run_ablate
+    from plmlens.causal import ABLATION_MODES, ABLATION_OUTPUTS, head_projections, top_contact_heads
 
     if mode not in ABLATION_MODES:
         raise fail(f"--mode must be one of {', '.join(ABLATION_MODES)}, got {mode!r}")
@@ -115,29 +119,41 @@ def ablate(
             contact_heads = pd.read_csv(analysis / "heads.csv" if analysis.is_dir() else analysis)
         except (FileNotFoundError, ValueError, KeyError) as error:
             raise fail(f"--analysis {analysis}: {error}") from None
-    records, adapter = _records_and_model(data, model, device, dtype, head_projections)
+    with claim_or_exit(out_dir, ABLATION_OUTPUTS, overwrite=overwrite) as claim:
+        records, adapter = _records_and_model(data, model, device, dtype, head_projections)
+        result = _ablate(adapter, records, data, analysis, contact_heads, mode=mode, top_heads=top_heads,
+                         random_groups=random_groups, regression_proteins=regression_proteins, limit=limit, seed=seed,
+                         batch_size=batch_size, max_length=max_length, bootstrap=bootstrap)  # fmt: skip
+        commit_or_exit(claim, lambda directory: result.save(directory, contact_heads))
+    _print_ablation(result, adapter.name, mode, out_dir, fmt)
+
+
+def _ablate(adapter, records, data: str, analysis: Path | None, contact_heads, **settings):
+    """`plmlens.causal.ablate` with a progress bar; a model or source it cannot use ends with one line."""
+    from plmlens.causal import ablate as run_ablate
+
     if contact_heads is not None and int(contact_heads["layer"].max()) != adapter.n_layers:
         raise fail(f"--analysis {analysis}: its heads.csv has {int(contact_heads['layer'].max())} layers, "
                    f"{adapter.name} has {adapter.n_layers}")  # fmt: skip
-    console.print(f"ablate: {adapter!r} on {adapter.device}, [bold]{escape(data)}[/], mode {mode}", highlight=False)
+    mode = settings["mode"]
+    print_start("ablate", adapter, data, after=f", mode {escape_text(mode)}")
     with progress_bar(
         TextColumn("[bold]ablate[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("ablations"),
         TimeElapsedColumn(), TimeRemainingColumn(),
     ) as progress:  # fmt: skip
         task = progress.add_task("ablate", total=None)
-        try:
+        with run_errors(data):
             result = run_ablate(
-                adapter, records, mode=mode, top_heads=top_heads, random_groups=random_groups,
-                regression_proteins=regression_proteins, limit=limit, seed=seed, batch_size=batch_size,
-                max_length=max_length, bootstrap=bootstrap,
+                adapter, records, **settings,
                 progress=lambda done, total: progress.update(task, completed=done, total=total),
             )  # fmt: skip
-        except ValueError as error:
-            raise fail(f"{data}: {error}") from None
     result.info["data"] = data
     if analysis is not None:
         result.info["analysis"] = str(analysis)
-    result.save(out_dir, contact_heads)
+    return result
+
+
+def _print_ablation(result, model_name: str, mode: str, out_dir: Path, fmt: OutputFormat) -> None:
     rows = result.table.to_dict("records")
     shown = [r for r in rows if r["kind"] != "head"] if fmt is OutputFormat.table else rows
     print_table(
@@ -148,10 +164,10 @@ def ablate(
          Column("Δ site recovery", lambda r: _number(r["delta_site_recovery"], signed=True), "right"),
          Column("Δ contact P@L/5 long", lambda r: _number(r["delta_contact_long_p_at_L5"], signed=True), "right")],
         fmt,
-        title=f"{adapter.name}: ablations ({mode}); single heads are in ablation.csv and the figure",
+        title=f"{model_name}: ablations ({mode}); single heads are in ablation.csv and the figure",
         caption=result.info["answer"],
     )  # fmt: skip
-    print_note(f"wrote {escape(str(out_dir))}/ablation.csv, ablation.json, ablation.png", fmt)
+    print_note(f"wrote {escape_text(str(out_dir))}/ablation.csv, ablation.json, ablation.png", fmt)
 
 
 @app.command()
@@ -174,6 +190,7 @@ def jacobian(
     ] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
+    overwrite: OverwriteOption = False,
     fmt: FormatOption = OutputFormat.auto,
 ) -> None:
     """Contacts from a masked language model's output (the categorical Jacobian of Zhang et al. 2024), scored
@@ -185,11 +202,23 @@ def jacobian(
     --format csv|json prints the mean precisions by range and k (jacobian_summary.csv).
     """
     fmt = resolve_format(fmt)
-    from plmlens.causal import jacobian as run_jacobian
+    from plmlens.causal import JACOBIAN_OUTPUTS
     from plmlens.causal.jacobian import check_jacobian_support
 
-    records, adapter = _records_and_model(data, model, device, dtype, check_jacobian_support)
-    console.print(f"jacobian: {adapter!r} on {adapter.device}, [bold]{escape(data)}[/]", highlight=False)
+    with claim_or_exit(out_dir, JACOBIAN_OUTPUTS, overwrite=overwrite) as claim:
+        records, adapter = _records_and_model(data, model, device, dtype, check_jacobian_support)
+        print_start("jacobian", adapter, data)
+        result = _jacobian(adapter, records, data, max_length=max_length, regression_proteins=regression_proteins,
+                           limit=limit, seed=seed, batch_size=batch_size, cache=out_dir / JACOBIAN_CACHE)  # fmt: skip
+        commit_or_exit(claim, result.save, "; the finished maps are kept: run the same command again to resume")
+        shutil.rmtree(out_dir / JACOBIAN_CACHE, ignore_errors=True)
+    _print_jacobian(result, adapter, out_dir, fmt)
+
+
+def _jacobian(adapter, records, data: str, **settings):
+    """`plmlens.causal.jacobian` with a progress bar; a source it cannot use ends with one line."""
+    from plmlens.causal import jacobian as run_jacobian
+
     with progress_bar(
         TextColumn("[bold]jacobian[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("proteins"),
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"),
@@ -199,16 +228,13 @@ def jacobian(
         def update(done: int, total: int, seconds: float) -> None:
             progress.update(task, completed=done, total=total, rate=f"{seconds:.1f} s/protein")
 
-        try:
-            result = run_jacobian(
-                adapter, records, max_length=max_length, regression_proteins=regression_proteins, limit=limit,
-                seed=seed, batch_size=batch_size, progress=update, cache=out_dir / JACOBIAN_CACHE,
-            )  # fmt: skip
-        except ValueError as error:
-            raise fail(f"{data}: {error}") from None
+        with run_errors(data, "; the finished maps are kept: run the same command again to resume"):
+            result = run_jacobian(adapter, records, progress=update, **settings)
     result.info["data"] = data
-    result.save(out_dir)
-    shutil.rmtree(out_dir / JACOBIAN_CACHE, ignore_errors=True)
+    return result
+
+
+def _print_jacobian(result, adapter, out_dir: Path, fmt: OutputFormat) -> None:
     best = result.info["best_head"]
     print_table(
         result.summary_table().to_dict("records"),
@@ -224,5 +250,5 @@ def jacobian(
                 f"{_number(result.info['seconds_per_protein'], 1)} s per protein on {adapter.device}",
     )  # fmt: skip
     print_note(
-        f"wrote {escape(str(out_dir))}/jacobian.csv, jacobian_summary.csv, jacobian_maps.npz, jacobian.json", fmt
+        f"wrote {escape_text(str(out_dir))}/jacobian.csv, jacobian_summary.csv, jacobian_maps.npz, jacobian.json", fmt
     )

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -21,6 +23,7 @@ from rich.progress import Progress, ProgressColumn
 from rich.table import Table
 from rich.text import Text
 
+from plmlens.outputs import OutputClaim, OutputError, OutputSet, claim_file, claim_output
 from plmlens.proteins.sources import shared_data_dir
 
 app = typer.Typer(
@@ -41,10 +44,82 @@ DEVICE_HELP = "torch device: auto (CUDA when available, else CPU), cpu, cuda, cu
 DTYPE_HELP = "Model precision: auto (bfloat16 on GPUs that support it, else float32), float32, bfloat16, float16."
 
 
+#: What must not reach a terminal raw: C0 and C1 control characters (newlines, ESC sequences), line and
+#: paragraph separators, bidirectional overrides, and lone surrogates (undecodable bytes of file names).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(value: object) -> str:
+    """`value` as text that cannot move the cursor, clear the screen or start a new line on a terminal: control
+    characters are written as escapes (``\\n``, ``\\x1b``, ``\\udcff``). For file names, ids, sources and
+    reasons, which come from data."""
+    return _UNPRINTABLE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), str(value))
+
+
+def escape_text(value: object) -> str:
+    """`printable`, with rich markup escaped too: data to put into a message printed with markup."""
+    return escape(printable(value))
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one clear line to stderr and return the exit to raise."""
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape_text(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace the outputs an earlier run left at --out.")]
+
+
+def claim_or_exit(directory: Path, outputs: OutputSet, *, overwrite: bool = False, resume: bool = False) -> OutputClaim:
+    """`plmlens.outputs.claim_output` (lock, check and tidy an output directory before any work), or a
+    one-line error and exit 2."""
+    try:
+        return claim_output(directory, outputs, overwrite=overwrite, resume=resume)
+    except OutputError as error:
+        raise fail(str(error)) from None
+
+
+def claim_file_or_exit(path: Path, *, overwrite: bool = False) -> OutputClaim:
+    """`plmlens.outputs.claim_file` for a command that writes one file, or a one-line error and exit 2."""
+    try:
+        return claim_file(path, overwrite=overwrite)
+    except OutputError as error:
+        raise fail(str(error)) from None
+
+
+def os_error_text(error: OSError) -> str:
+    """An OS error in a few words (a full disk said plainly)."""
+    return "no space left on the device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+
+
+@contextlib.contextmanager
+def run_errors(data: str, kept: str = "") -> Iterator[None]:
+    """One-line errors for what a long command meets while it runs: a source that turns out damaged as it is
+    read (its error names it), a value the command cannot use (named with the data), and a file that cannot
+    be written, e.g. a checkpoint on a full disk (exit 1; `kept` says what is left for a second try)."""
+    from plmlens.proteins import SourceError
+
+    try:
+        yield
+    except SourceError as error:
+        raise fail(str(error)) from None
+    except ValueError as error:
+        raise fail(f"{data}: {error}") from None
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        raise fail(f"stopped: {where}{os_error_text(error)}{kept}", code=1) from None
+
+
+def commit_or_exit(claim: OutputClaim, save: Callable[[Path], object], kept: str = "") -> None:
+    """Write a command's outputs with `save(staging_folder)` and move them into place whole (see
+    `OutputClaim.staged`), or a one-line error (e.g. the disk filled up) and exit 1; `kept` says what is left
+    for a second try."""
+    try:
+        with claim.staged() as staging:
+            save(staging)
+    except OSError as error:
+        reason = os_error_text(error)
+        raise fail(f"{claim.directory}: the results could not be written ({reason}){kept}", code=1) from None
 
 
 def default_source() -> str:
@@ -53,6 +128,12 @@ def default_source() -> str:
     if (shared_data_dir() / "antibodies" / "MANIFEST.tsv").exists():
         return "antibodies::variable_domain"
     return "promod3::antibody,variable_domain"
+
+
+def print_start(command: str, adapter: Any, data: str, where: str = "", after: str = "") -> None:
+    """The line a command prints when its model is loaded: the model, its device (and `where`), the data."""
+    model, source = escape_text(repr(adapter)), escape_text(data)
+    console.print(f"{command}: {model} on {adapter.device}{where}, [bold]{source}[/]{after}", highlight=False)
 
 
 def load_model_or_exit(model: str, device: str = "auto", dtype: str = "auto", *, random_init: bool = False,
@@ -132,9 +213,9 @@ class Column:
     def cell(self, row: Mapping[str, Any]) -> Text:
         """The cell of `row`, as plain text (values are never read as rich markup)."""
         if self.show is not None:
-            return Text(self.show(row))
+            return Text(printable(self.show(row)))
         value = row.get(self.header)
-        return Text("" if value is None else str(value))
+        return Text("" if value is None else printable(value))
 
 
 def print_note(message: str, fmt: OutputFormat | str) -> None:
@@ -194,7 +275,7 @@ def print_table(
         print_wide(table)
         return
     if caption:  # what the numbers mean (e.g. a causal model's support) still reaches the user
-        console.print(escape(caption), highlight=False, soft_wrap=True)
+        console.print(escape_text(caption), highlight=False, soft_wrap=True)
 
 
 def print_wide(renderable: Any) -> None:

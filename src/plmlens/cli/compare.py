@@ -8,13 +8,16 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from rich.markup import escape
 
 from plmlens.cli.common import (
     Column,
     FormatOption,
     OutputFormat,
+    OverwriteOption,
     app,
+    claim_or_exit,
+    commit_or_exit,
+    escape_text,
     fail,
     print_note,
     print_table,
@@ -35,22 +38,25 @@ def compare(
     allow_mixed: Annotated[
         bool, typer.Option("--allow-mixed", help="Compare runs made with different attention thresholds θ.")
     ] = False,
+    overwrite: OverwriteOption = False,
     fmt: FormatOption = OutputFormat.auto,
 ) -> None:
     """Compare runs of several models: tables, figures with one panel per model, and compare.html.
 
     It prints the compared models; --format csv|json prints every column of models.csv in full instead.
     """
-    from plmlens.report.compare import CompareError, compare_runs
+    from plmlens.report.compare import COMPARE_OUTPUTS, CompareError, compare_runs
 
     fmt = resolve_format(fmt)
-    try:
-        with status("comparing runs"):
-            written = compare_runs(run_dirs, out_dir, allow_mixed=allow_mixed)
-    except CompareError as error:
-        raise fail(str(error)) from None
-    print_compared_models(written["models.csv"], fmt)
-    print_note(f"wrote {escape(str(written['compare.html']))} (CSV tables and figures/ beside it)", fmt)
+    with claim_or_exit(out_dir, COMPARE_OUTPUTS, overwrite=overwrite) as claim:
+        try:
+            with status("comparing runs"):
+                commit_or_exit(claim, lambda staging: compare_runs(run_dirs, out_dir, allow_mixed=allow_mixed,
+                                                                   staging=staging))  # fmt: skip
+        except CompareError as error:
+            raise fail(str(error)) from None
+    print_compared_models(out_dir / "models.csv", fmt)
+    print_note(f"wrote {escape_text(str(out_dir / 'compare.html'))} (CSV tables and figures/ beside it)", fmt)
 
 
 _INTEGER_COLUMNS = ("layers", "heads", "parameters", "n_proteins", "n_residues", "init_seed", "n_arcs_total")

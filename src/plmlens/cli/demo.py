@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from plmlens.cli.analyze import analyze
-from plmlens.cli.common import OutputFormat, app, console, default_source, fail
+from plmlens.cli.common import OutputFormat, app, claim_file_or_exit, console, default_source, escape_text, fail
 from plmlens.cli.compare import compare
 from plmlens.cli.probe import probe
 from plmlens.cli.proteins import describe_with_progress, print_description, save_with_progress
@@ -48,6 +48,9 @@ DEMO_RUNS = (
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Where the runs and compare.html go.")] = Path("runs/demo"),
     limit: Annotated[int | None, typer.Option(help="Use only the first N proteins.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the outputs of an earlier demo at --out (make demo does).")
+    ] = False,
 ) -> None:
     """The main job on the built-in default: AntiBERTy, Sapiens heavy and light (each on its chain type),
     IgLM and random-weight AntiBERTy over the shared antibody structures (variable domains, paratope as
@@ -58,14 +61,15 @@ def demo(
     # printed as wide as they need there, so that nothing is cut.
     fmt = OutputFormat.table
     source = default_source()
-    console.print(f"plmlens demo: the built-in data [bold]{source}[/]", highlight=False)
+    console.print(f"plmlens demo: the built-in data [bold]{escape_text(source)}[/]", highlight=False)
     protein_set = out_dir / "proteins.proteins.npz"
-    try:
-        # DSSP and binding sites once, for every command and model below.
-        save_with_progress(source, protein_set, limit)
-        print_description(source, describe_with_progress(str(protein_set), None), fmt)
-    except SourceError as error:
-        raise fail(str(error)) from None
+    with claim_file_or_exit(protein_set, overwrite=overwrite):
+        try:
+            # DSSP and binding sites once, for every command and model below.
+            save_with_progress(source, protein_set, limit)
+        except SourceError as error:
+            raise fail(str(error)) from None
+    print_description(source, describe_with_progress(str(protein_set), None), fmt)
     done = []
     for run in DEMO_RUNS:
         if run.package and importlib.util.find_spec(run.package) is None:
@@ -73,16 +77,16 @@ def demo(
             continue
         console.rule(f"[bold]{run.name}[/]")
         run_dir = out_dir / run.name
-        # The demo always computes afresh: a checkpoint left by an interrupted demo is replaced.
+        # With --overwrite the demo computes afresh: a checkpoint left by an interrupted demo is replaced too.
         analyze(model=run.model, data=run.data(protein_set), out_dir=run_dir, properties="default,contact_ranges",
-                overwrite=True, random_init=run.random_init, fmt=fmt)  # fmt: skip
+                overwrite=overwrite, random_init=run.random_init, fmt=fmt)  # fmt: skip
         probe(model=run.model, data=run.data(protein_set), out_dir=run_dir / "probe", random_init=run.random_init,
-              fmt=fmt)  # fmt: skip
+              overwrite=overwrite, fmt=fmt)  # fmt: skip
         # A dozen candidate proteins per model for the report's 3D examples keeps the demo within minutes.
-        report(run_dir=run_dir, candidates=12)
+        report(run_dir=run_dir, candidates=12, overwrite=overwrite)
         done.append(run_dir)
     console.rule("[bold]compare[/]")
-    compare(run_dirs=done, out_dir=out_dir, fmt=fmt)
+    compare(run_dirs=done, out_dir=out_dir, overwrite=overwrite, fmt=fmt)
     minutes = (time.perf_counter() - started) / 60
     console.print(
         f"plmlens demo: {len(done)} models in {minutes:.1f} min; open [bold]{(out_dir / 'compare.html').resolve()}[/] "

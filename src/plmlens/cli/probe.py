@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from plmlens.cli.common import (
@@ -15,15 +15,20 @@ from plmlens.cli.common import (
     SOURCE_HELP,
     FormatOption,
     OutputFormat,
+    OverwriteOption,
     app,
-    console,
+    claim_or_exit,
+    commit_or_exit,
+    escape_text,
     fail,
     load_model_or_exit,
     out,
     print_note,
+    print_start,
     print_table,
     progress_bar,
     resolve_format,
+    run_errors,
 )
 from plmlens.proteins import SourceError, iter_records
 
@@ -49,6 +54,7 @@ def probe(
         bool, typer.Option("--random-init", help="Control: the model's architecture with fresh random weights.")
     ] = False,
     init_seed: Annotated[int, typer.Option(help="Seed of the --random-init weights.")] = 0,
+    overwrite: OverwriteOption = False,
     fmt: FormatOption = OutputFormat.auto,
 ) -> None:
     """Linear probes per layer on embeddings and attention, and contact regression over all heads.
@@ -63,8 +69,7 @@ def probe(
     fmt = resolve_format(fmt)
     from plmlens.distributed import destroy_process_group, init_process_group
     from plmlens.models import resolve_device
-    from plmlens.probing import TASKS
-    from plmlens.probing import probe as run_probe
+    from plmlens.probing import PROBE_OUTPUTS, TASKS
 
     chosen = [t.strip() for t in tasks.split(",") if t.strip()]
     unknown = sorted(set(chosen) - set(TASKS))
@@ -79,9 +84,28 @@ def probe(
     except ValueError as error:
         raise fail(str(error)) from None
     group = init_process_group(torch_device)
-    adapter = load_model_or_exit(model, str(torch_device), dtype, random_init=random_init, init_seed=init_seed)
-    if group.is_main:
-        console.print(f"probe: {adapter!r} on {adapter.device}, [bold]{escape(data)}[/]", highlight=False)
+    # Rank 0 writes the results: it alone claims --out (checked, locked) before the model is loaded.
+    claim = claim_or_exit(out_dir, PROBE_OUTPUTS, overwrite=overwrite) if group.is_main else None
+    with claim or contextlib.nullcontext():
+        adapter = load_model_or_exit(model, str(torch_device), dtype, random_init=random_init, init_seed=init_seed)
+        if group.is_main:
+            print_start("probe", adapter, data)
+        settings = dict(train_fraction=train_fraction, seed=seed, limit=limit, max_length=max_length,
+                        batch_size=batch_size)  # fmt: skip
+        result = _compute(adapter, records, chosen, group, data, **settings)
+        destroy_process_group()
+        if claim is None:
+            return
+        result.info["data"] = data
+        commit_or_exit(claim, result.save)
+    print_probe_results(result, fmt)
+    print_note(f"wrote {escape_text(str(out_dir))}/probes.csv, contact_regression.csv, summary.json", fmt)
+
+
+def _compute(adapter, records, tasks: list[str], group, data: str, **settings):
+    """`plmlens.probing.probe` with a progress bar; a source it cannot use ends the command with one line."""
+    from plmlens.probing import probe as run_probe
+
     with progress_bar(
         TextColumn("[bold]probe {task.fields[phase]}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
         TimeElapsedColumn(), disable=not group.is_main,
@@ -91,20 +115,8 @@ def probe(
         def update(phase: str, done: int, total: int) -> None:
             progress.update(task, completed=done, total=total, phase=phase)
 
-        try:
-            result = run_probe(
-                adapter, records, chosen, train_fraction=train_fraction, seed=seed, limit=limit,
-                max_length=max_length, batch_size=batch_size, progress=update, group=group,
-            )  # fmt: skip
-        except ValueError as error:
-            raise fail(f"{data}: {error}") from None
-    destroy_process_group()
-    if not group.is_main:
-        return
-    result.info["data"] = data
-    result.save(out_dir)
-    print_probe_results(result, fmt)
-    print_note(f"wrote {escape(str(out_dir))}/probes.csv, contact_regression.csv, summary.json", fmt)
+        with run_errors(data):
+            return run_probe(adapter, records, tasks, progress=update, group=group, **settings)
 
 
 def probe_rows(result) -> list[dict]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from plmlens.cli.common import (
@@ -15,8 +15,11 @@ from plmlens.cli.common import (
     Column,
     FormatOption,
     OutputFormat,
+    OverwriteOption,
     app,
+    claim_file_or_exit,
     console,
+    escape_text,
     fail,
     out,
     print_note,
@@ -49,7 +52,7 @@ def describe_with_progress(source: str, limit: int | None) -> Description:
             for record in items:
                 if isinstance(record, Skipped):
                     state["skipped"] += 1
-                    console.print(f"[yellow]skipped[/] {escape(str(record))}", highlight=False, soft_wrap=True)
+                    console.print(f"[yellow]skipped[/] {escape_text(str(record))}", highlight=False, soft_wrap=True)
                     progress.update(task, skipped=state["skipped"])
                 yield record
 
@@ -97,7 +100,7 @@ def print_description(source: str, result: Description, fmt: OutputFormat | str 
     if fmt is OutputFormat.json:
         write_json({"source": source, **result.to_dict()})
         return
-    print_note(f"[bold]{escape(source)}[/]: {result.n_proteins:,} proteins, {result.n_residues:,} residues, "
+    print_note(f"[bold]{escape_text(source)}[/]: {result.n_proteins:,} proteins, {result.n_residues:,} residues, "
                f"{len(result.skipped)} skipped", fmt)  # fmt: skip
     lengths = result.length_distribution()
     if lengths:
@@ -112,7 +115,7 @@ def print_description(source: str, result: Description, fmt: OutputFormat | str 
             reasons[skipped.reason] = reasons.get(skipped.reason, 0) + 1
         print_note("skipped, by reason:", fmt)
         for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:20]:
-            print_note(f"  {count:5d}  {escape(reason)}", fmt)
+            print_note(f"  {count:5d}  {escape_text(reason)}", fmt)
 
 
 @proteins_app.command("describe")
@@ -120,6 +123,7 @@ def proteins_describe(
     source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     limit: Annotated[int | None, typer.Option(help="Stop after N proteins.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
     fmt: FormatOption = OutputFormat.auto,
 ) -> None:
     """How many proteins and residues a SOURCE holds, their lengths, and annotation backgrounds.
@@ -128,15 +132,17 @@ def proteins_describe(
     --format json prints the same object as --json PATH writes.
     """
     fmt = resolve_format(fmt)
-    try:
-        result = describe_with_progress(source, limit)
-    except SourceError as error:
-        raise fail(str(error)) from None
-    print_description(source, result, fmt)
-    if json_path is not None:
-        payload = {"source": source, **result.to_dict()}
-        write_text_atomic(json_path, json.dumps(payload, indent=2) + "\n")
-        console.print(f"wrote {json_path}")
+    # The --json file is checked (and its folder locked) before the source is read, which can take long.
+    with claim_file_or_exit(json_path, overwrite=overwrite) if json_path else contextlib.nullcontext():
+        try:
+            result = describe_with_progress(source, limit)
+        except SourceError as error:
+            raise fail(str(error)) from None
+        print_description(source, result, fmt)
+        if json_path is not None:
+            payload = {"source": source, **result.to_dict()}
+            write_text_atomic(json_path, json.dumps(payload, indent=2) + "\n")
+            console.print(f"wrote {escape_text(str(json_path))}", highlight=False)
 
 
 def save_with_progress(source: str, path: Path, limit: int | None = None) -> Path:
@@ -169,6 +175,7 @@ def proteins_save(
     source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     out_path: Annotated[Path, typer.Option("--out", help="The protein set to write (NAME.proteins.npz).")],
     limit: Annotated[int | None, typer.Option(help="Stop after N proteins.")] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Read and annotate a SOURCE once (DSSP, binding sites) and save it as a protein set, a source that
     describe, analyze and probe then read in seconds."""
@@ -176,11 +183,15 @@ def proteins_save(
 
     if not out_path.name.endswith(SUFFIX):
         raise fail(f"{out_path}: a protein set's name ends with {SUFFIX}")
-    try:
-        path = save_with_progress(source, out_path, limit)
-    except SourceError as error:
-        raise fail(str(error)) from None
-    console.print(f"wrote {path}; use it as --data {path}", highlight=False)
+    with claim_file_or_exit(out_path, overwrite=overwrite):
+        try:
+            path = save_with_progress(source, out_path, limit)
+        except SourceError as error:
+            raise fail(str(error)) from None
+        except OSError as error:
+            raise fail(f"{out_path}: could not be written ({error.strerror or error})", code=1) from None
+    where = escape_text(str(path))
+    console.print(f"wrote {where}; use it as --data {where}", highlight=False)
 
 
 @proteins_app.command("sources")

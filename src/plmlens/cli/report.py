@@ -7,9 +7,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from plmlens.cli.common import DEVICE_HELP, DTYPE_HELP, app, console, fail, load_model_or_exit, out, status
+from plmlens.cli.common import (
+    DEVICE_HELP,
+    DTYPE_HELP,
+    app,
+    claim_file_or_exit,
+    claim_or_exit,
+    commit_or_exit,
+    console,
+    escape_text,
+    fail,
+    load_model_or_exit,
+    out,
+    status,
+)
 from plmlens.proteins import iter_proteins
 from plmlens.proteins.record import Protein
 
@@ -61,11 +73,26 @@ def show(
         bool, typer.Option("--random-init", help="Control: the model's architecture with fresh random weights.")
     ] = False,
     init_seed: Annotated[int, typer.Option(help="Seed of the --random-init weights.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Draw one head's attention (or, with --jacobian, a categorical Jacobian's top couplings) on a protein's 3D
     structure (offline HTML page with NGL)."""
-    from plmlens.proteins import StructureOptions, read_structure_file
     from plmlens.report import ViewerError
+
+    with claim_file_or_exit(out_path, overwrite=overwrite):
+        view = _show_view(model, structure, head, chain, min_weight, jacobian, data, protein_id, top, device, dtype,
+                          random_init, init_seed)  # fmt: skip
+        try:
+            view.save(out_path)
+        except ViewerError as error:
+            raise fail(str(error)) from None
+    out.print(f"wrote {escape_text(str(out_path))} ({len(view.arcs())} arcs ≥ {view.min_weight:.3g})", highlight=False)
+
+
+def _show_view(model, structure, head, chain, min_weight, jacobian, data, protein_id, top, device, dtype,
+               random_init, init_seed):  # fmt: skip
+    """The view `show` draws: a head of a model on a structure, or a Jacobian's top couplings."""
+    from plmlens.proteins import StructureOptions, read_structure_file
 
     if jacobian is not None:
         view = _jacobian_view(jacobian, structure, chain, data, protein_id, top)
@@ -82,11 +109,7 @@ def show(
         weights = f" (random weights, seed {init_seed})" if random_init else ""
         title = f"{adapter.name} head {layer}-{head_index} on {protein.id}{weights}"
         view = _head_view(adapter, protein, layer, head_index, min_weight, title)
-    try:
-        view.save(out_path)
-    except ViewerError as error:
-        raise fail(str(error)) from None
-    out.print(f"wrote {out_path} ({len(view.arcs())} arcs ≥ {view.min_weight:.3g})", highlight=False)
+    return view
 
 
 def _jacobian_view(directory: Path, structure: Path | None, chain: str | None, data: str | None,
@@ -156,12 +179,14 @@ def _examples(summary: dict, candidates: int, per_head: int, min_arc_weight: flo
     if not data:
         return None, "the run does not name its data"
     described = summary["model"]
+    if not isinstance(described.get("name"), str):
+        return None, "the run does not name its model"
     # A random-weights run is drawn with the weights it ran with: the same seed draws them again.
     random_init, init_seed = bool(described.get("random_init")), described.get("init_seed") or 0
     try:
         adapter = load_model(described["name"], random_init=random_init, seed=init_seed)
     except ModelLoadError as error:
-        console.print(f"[yellow]no 3D views:[/] {escape(str(error))}", soft_wrap=True)
+        console.print(f"[yellow]no 3D views:[/] {escape_text(str(error))}", soft_wrap=True)
         return None, f"the model {described['name']} could not be loaded ({str(error).splitlines()[0]})"
     try:
         proteins = list(islice(iter_proteins(data), candidates))
@@ -178,7 +203,7 @@ def _examples(summary: dict, candidates: int, per_head: int, min_arc_weight: flo
                 n = int(output.lengths[b])
                 # Truncated proteins keep their first residues: the record is cut to match.
                 seen = protein if n == len(protein) else protein.subset(slice(0, n))
-                collector.add(seen, output.layer, output.attention[b].numpy())
+                collector.add(seen, output.layer, output.attention[b].numpy(), key=start + b)
     return collector.select(per_head), None
 
 
@@ -196,21 +221,40 @@ def report(
     min_arc_weight: Annotated[
         float, typer.Option(help="Lightest arc kept for the 3D view (lower: larger page).")
     ] = 0.05,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the report.html and figures/ already in RUN_DIR.")
+    ] = False,
 ) -> None:
     """The paper's figures (PNG + SVG in RUN_DIR/figures) and one self-contained RUN_DIR/report.html, whose
     head heatmaps are clickable: a head's statistics and its attention on example proteins in 3D."""
-    from plmlens.report import ViewerError, build_report, ngl_javascript
+    from plmlens.report import REPORT_OUTPUTS
 
     if not (run_dir / "summary.json").exists():
         raise fail(f"{run_dir}: no summary.json (run `plmlens analyze --out {run_dir}` first)")
-    summary = json.loads((run_dir / "summary.json").read_text())
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError, RecursionError) as error:
+        raise fail(f"{run_dir / 'summary.json'}: not readable ({type(error).__name__})") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("model"), dict):
+        raise fail(f"{run_dir / 'summary.json'}: not the summary of a plmlens analyze run")
+    with claim_or_exit(run_dir, REPORT_OUTPUTS, overwrite=overwrite) as claim:
+        _report(claim, run_dir, summary, views, min_weight, candidates, examples_per_head, min_arc_weight)
+    out.print(f"wrote {escape_text(run_dir / 'report.html')} and {escape_text(run_dir / 'figures')}/", highlight=False)
+
+
+def _report(claim, run_dir: Path, summary: dict, views: bool, min_weight: float, candidates: int,
+            examples_per_head: int, min_arc_weight: float) -> None:  # fmt: skip
+    """Find the examples and write report.html and figures/ into the claimed run directory."""
+    from plmlens.analysis import AccumulatorFileError
+    from plmlens.report import ViewerError, build_report, ngl_javascript
+
     missing_ngl = None
     if views:
         try:
             ngl_javascript()
         except ViewerError as error:
             # Everything but the 3D views still renders; say once how to get them.
-            console.print(f"[yellow]no 3D views:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]no 3D views:[/] {escape_text(str(error))}", highlight=False, soft_wrap=True)
             views, missing_ngl = False, str(error)
     with status("building figures and report"):
         if views:
@@ -218,7 +262,9 @@ def report(
         else:
             examples, note = None, missing_ngl or "3D views were left out (--no-views)"
         try:
-            path = build_report(run_dir, examples=examples, examples_note=note, draw_weight=min_weight)
-        except ViewerError as error:
+            commit_or_exit(claim, lambda staging: build_report(run_dir, examples=examples, examples_note=note,
+                                                               draw_weight=min_weight, out_dir=staging))  # fmt: skip
+        except (ViewerError, AccumulatorFileError) as error:
             raise fail(str(error)) from None
-    out.print(f"wrote {path} and {run_dir / 'figures'}/", highlight=False)
+        except (KeyError, ValueError) as error:  # a hand-edited table (pandas' parser errors are ValueErrors)
+            raise fail(f"{run_dir}: damaged analyze output ({type(error).__name__}: {error})") from None

@@ -40,6 +40,7 @@ from sklearn.preprocessing import StandardScaler
 from plmlens.distributed import ProcessGroup
 from plmlens.ioutils import write_text_atomic
 from plmlens.models import LayerOutput, ModelAdapter
+from plmlens.outputs import OutputSet
 from plmlens.probing.metrics import (
     apc,
     contact_candidates,
@@ -185,6 +186,10 @@ def _attention_features(attention: np.ndarray, i: np.ndarray, j: np.ndarray) -> 
 def _regression_features(attention: np.ndarray) -> np.ndarray:
     """Symmetrised, APC-corrected attention of every head: (H, L, L)."""
     return apc(attention + attention.transpose(0, 2, 1))
+
+
+#: What `ProbeResult.save` writes; ``summary.json`` marks a finished probe run.
+PROBE_OUTPUTS = OutputSet(("probes.csv", "contact_regression.csv", "summary.json"), record="summary.json")
 
 
 @dataclass

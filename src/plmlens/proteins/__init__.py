@@ -17,6 +17,8 @@ from plmlens.proteins.annotations import (
 )
 from plmlens.proteins.datasets import read_dataset, read_fasta, record_to_protein
 from plmlens.proteins.describe import Description, describe
+from plmlens.proteins.fingerprint import source_fingerprint
+from plmlens.proteins.ids import DuplicateIdWarning, unique_ids
 from plmlens.proteins.promod3 import StructureDB
 from plmlens.proteins.record import SS_CLASSES, STANDARD_AMINO_ACIDS, Protein, ProteinError
 from plmlens.proteins.skips import Skipped
@@ -29,6 +31,7 @@ __all__ = [
     "SS_CLASSES",
     "STANDARD_AMINO_ACIDS",
     "Description",
+    "DuplicateIdWarning",
     "Protein",
     "ProteinError",
     "Skipped",
@@ -49,6 +52,8 @@ __all__ = [
     "record_to_protein",
     "residues_near",
     "save_protein_set",
+    "source_fingerprint",
+    "unique_ids",
     "variable_domain_end",
     "virtual_cb",
 ]

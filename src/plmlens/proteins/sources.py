@@ -67,8 +67,10 @@ Examples::
 from __future__ import annotations
 
 import csv
+import errno
 import glob
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +82,7 @@ from plmlens.proteins.annotations import (
     looks_like_variable_domain,
 )
 from plmlens.proteins.datasets import read_dataset, read_fasta
+from plmlens.proteins.ids import unique_ids
 from plmlens.proteins.promod3 import DEFAULT_PATH as PROMOD3_PATH
 from plmlens.proteins.promod3 import StructureDB, is_structure_db
 from plmlens.proteins.record import Protein, ProteinError
@@ -179,7 +182,7 @@ _KIND_OPTIONS = {
 
 def detect_kind(path: Path) -> str:
     """Which kind of source a path is (see the module docstring)."""
-    if path.is_dir() and (path / "MANIFEST.tsv").exists():
+    if path.is_dir() and (path / "MANIFEST.tsv").is_file():
         with open(path / "MANIFEST.tsv", newline="") as handle:
             header = set(next(csv.reader(handle, delimiter="\t"), []))
         if {"role", "heavy_chains", "light_chains", "partner_file"} <= header:
@@ -195,13 +198,70 @@ def detect_kind(path: Path) -> str:
     return "structures"
 
 
-def _structure_files(location: str, path: Path) -> list[Path]:
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))  # fmt: skip
+
+
+def path_problem(path: Path) -> str | None:
+    """Why `path` cannot be read as an input (None when it is a regular file or a directory).
+
+    A FIFO would block a read forever and a device (a link to ``/dev/zero``) would read until memory runs
+    out, so anything but a regular file or a directory is refused; so are broken links and link loops.
+    """
+    try:
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            info = path.stat()
+    except FileNotFoundError:
+        return "broken symbolic link" if os.path.islink(path) else "no such file or directory"
+    except OSError as error:
+        return "symbolic link loop" if error.errno == errno.ELOOP else f"cannot be read ({error.strerror or error})"
+    if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "special file")
+    return f"not a regular file or directory ({kind})"
+
+
+def _walk(directory: Path) -> list[Path | Skipped]:
+    """Structure files under `directory` (recursively, sorted), and a `Skipped` for each entry that cannot be
+    read: a broken link, a link loop, an unreadable folder, a FIFO or device named like a structure file, a
+    link to a directory (not followed, as before)."""
+    entries: list[tuple[Path, str | None]] = []
+
+    def unreadable(error: OSError) -> None:
+        # os.walk reports folders it cannot list here (Path.rglob would pass over them in silence).
+        folder = Path(error.filename) if error.filename else directory
+        if folder == directory:
+            raise SourceError(f"{directory}: cannot read directory ({error.strerror or error})")
+        entries.append((folder, f"unreadable folder ({error.strerror or error})"))
+
+    for root, folders, files in os.walk(directory, onerror=unreadable):
+        for name in folders:
+            if os.path.islink(Path(root) / name):
+                entries.append((Path(root) / name, "link to a directory: not followed (give it as its own SOURCE)"))
+        for name in files:
+            path = Path(root) / name
+            problem = path_problem(path)
+            # Other files (README, MANIFEST.tsv) are not inputs; a broken or looping link may have been one.
+            if is_structure_file(path) or (problem is not None and os.path.islink(path)):
+                entries.append((path, problem))
+    entries.sort(key=lambda entry: entry[0])
+    return [path if problem is None else Skipped(str(path), None, problem) for path, problem in entries]
+
+
+def _structure_files(location: str, path: Path) -> list[Path | Skipped]:
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and is_structure_file(p))
-    if path.exists():
+        return _walk(path)
+    if os.path.lexists(path):
         return [path]
-    matches = sorted(Path(p) for p in glob.glob(location, recursive=True))
-    return [p for p in matches if p.is_file() and is_structure_file(p)]
+    out: list[Path | Skipped] = []
+    for match in sorted(Path(p) for p in glob.glob(location, recursive=True)):
+        problem = path_problem(match)
+        if problem is not None and (is_structure_file(match) or os.path.islink(match)):
+            out.append(Skipped(str(match), None, problem))
+        elif problem is None and match.is_file() and is_structure_file(match):
+            out.append(match)
+    return out
 
 
 def _structure_options(source: Source, **defaults: object) -> StructureOptions:
@@ -226,7 +286,10 @@ def _read_structures(source: Source, path: Path) -> Iterator[Protein | Skipped]:
         raise SourceError(f"{source.location}: no PDB/mmCIF files found (nor a dataset, FASTA or database)")
     options = _structure_options(source)
     for file in files:
-        yield from read_structure_file(file, options)
+        if isinstance(file, Skipped):
+            yield file
+        else:
+            yield from read_structure_file(file, options)
 
 
 def _read_promod3(source: Source, path: Path) -> Iterator[Protein | Skipped]:
@@ -313,7 +376,11 @@ def iter_records(source: str | Source) -> Iterator[Protein | Skipped]:
     """
     source = source if isinstance(source, Source) else Source.parse(source)
     path = source.path()
-    if not path.exists() and not glob.glob(source.location, recursive=True):
+    if os.path.lexists(path):
+        problem = path_problem(path)
+        if problem is not None:
+            raise SourceError(f"{source.location}: {problem}")
+    elif not glob.glob(source.location, recursive=True):
         raise SourceError(f"{source.location}: no such file, directory or glob match")
     kind = detect_kind(path)
     allowed = _KIND_OPTIONS[kind] | {"limit", "variable_domain", "antibody", "chain_type"}
@@ -329,7 +396,8 @@ def iter_records(source: str | Source) -> Iterator[Protein | Skipped]:
     chain_type = source.options.get("chain_type")
     if chain_type is not None and chain_type not in CHAIN_TYPES:
         raise SourceError(f"{source.text}: chain_type must be one of {', '.join(CHAIN_TYPES)}, not {chain_type!r}")
-    return _limited(_READERS[kind](source, path), limit, fv, antibody, chain_type)  # type: ignore[arg-type]
+    records = _limited(_READERS[kind](source, path), limit, fv, antibody, chain_type)  # type: ignore[arg-type]
+    return unique_ids(records, source.text)
 
 
 def _limited(
