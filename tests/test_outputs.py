@@ -171,3 +171,13 @@ def test_claim_file(tmp_path):
         pass
     with pytest.raises(OutputError, match="is a directory"):
         claim_file(tmp_path)
+
+
+def test_a_deferral_inside_another_defers_to_the_outer_one():
+    done = []
+    with pytest.raises(Interrupted) as caught, outputs.deferred_signals():
+        with outputs.deferred_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+        done.append("inner block ended without raising")
+    assert done and caught.value.exit_code == 128 + signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -297,21 +297,25 @@ def _fsync_directory(directory: Path) -> None:
 
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Hold SIGTERM and SIGINT back for the block (results being moved into place are never cut short);
-    one that arrived meanwhile raises `Interrupted` once the block is done. Off the main thread, where
-    handlers cannot be set, the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
+    """Hold SIGTERM and SIGINT back for the block (results being written or moved into place are never cut
+    short); one that arrived meanwhile raises `Interrupted` once the block is done. A block inside another
+    defers to the outer one. Off the main thread, where handlers cannot be set, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread() or _held:
         yield
         return
-    received: list[int] = []
-    previous = {number: signal.signal(number, lambda n, _f: received.append(n)) for number in _DEFERRED}
+    previous = {number: signal.signal(number, lambda n, _f: _held.append(n)) for number in _DEFERRED}
+    _held.append(0)  # marks a block in progress; signals follow it
     try:
         yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        received = _held[1:]
+        _held.clear()
     if received:
         raise Interrupted(received[0])
 
 
 _DEFERRED = (signal.SIGTERM, signal.SIGINT)
+#: While a `deferred_signals` block runs (main thread only): a 0, then the signals that arrived.
+_held: list[int] = []

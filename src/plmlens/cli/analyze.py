@@ -34,6 +34,7 @@ from plmlens.cli.common import (
     resolve_format,
     run_errors,
 )
+from plmlens.outputs import deferred_signals
 from plmlens.proteins import SourceError, iter_records
 
 
@@ -156,17 +157,20 @@ def analyze(
                         seed=seed, n_bootstrap=n_bootstrap, limit=limit, checkpoint=checkpoint,
                         checkpoint_seconds=checkpoint_seconds, resume=resume, source=data, shard=part)  # fmt: skip
         result = _compute(adapter, records, chosen, group, **settings)
-        result.info["data"] = data
-        if result.accumulator.n_proteins == 0:
-            raise fail(f"{data}: no proteins could be analysed ({len(result.info['skipped'])} skipped)")
-        if claim is not None:
-            kept = "; the checkpoint is kept: free space and run again with --resume"
-            commit_or_exit(claim, (lambda d: save_shard(result, d)) if part is not None else result.save, kept)
-    group.barrier()  # the outputs exist before any rank drops its checkpoint
-    checkpoint.unlink(missing_ok=True)
-    destroy_process_group()
-    if group.is_main:
-        _print_result(result, out_dir, part, fmt, random_init, init_seed)
+        # From here to the last line printed, SIGTERM and Ctrl-C wait: a run is never cut short while it is
+        # written, and a signal then ends the command with one line (and exit 143 or 130) once it is.
+        with deferred_signals():
+            result.info["data"] = data
+            if result.accumulator.n_proteins == 0:
+                raise fail(f"{data}: no proteins could be analysed ({len(result.info['skipped'])} skipped)")
+            if claim is not None:
+                kept = "; the checkpoint is kept: free space and run again with --resume"
+                commit_or_exit(claim, (lambda d: save_shard(result, d)) if part is not None else result.save, kept)
+            group.barrier()  # the outputs exist before any rank drops its checkpoint
+            checkpoint.unlink(missing_ok=True)
+            destroy_process_group()
+            if group.is_main:
+                _print_result(result, out_dir, part, fmt, random_init, init_seed)
 
 
 def _compute(adapter, records, properties, group, **settings):

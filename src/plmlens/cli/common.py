@@ -23,7 +23,7 @@ from rich.progress import Progress, ProgressColumn
 from rich.table import Table
 from rich.text import Text
 
-from plmlens.outputs import OutputClaim, OutputError, OutputSet, claim_file, claim_output
+from plmlens.outputs import OutputClaim, OutputError, OutputSet, claim_file, claim_output, deferred_signals
 from plmlens.proteins.sources import shared_data_dir
 
 app = typer.Typer(
@@ -115,7 +115,7 @@ def commit_or_exit(claim: OutputClaim, save: Callable[[Path], object], kept: str
     `OutputClaim.staged`), or a one-line error (e.g. the disk filled up) and exit 1; `kept` says what is left
     for a second try."""
     try:
-        with claim.staged() as staging:
+        with deferred_signals(), claim.staged() as staging:
             save(staging)
     except OSError as error:
         reason = os_error_text(error)
