@@ -38,12 +38,15 @@ def virtual_cb(n: np.ndarray, ca: np.ndarray, c: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray, shape (..., 3)
-        NaN wherever an input coordinate is NaN.
+        NaN wherever an input coordinate is not finite or the result would not be (coordinates far beyond
+        any structure's, as a damaged file may hold): such a CB is missing, not a number.
     """
-    b = ca - n
-    cc = c - ca
-    a = np.cross(b, cc)
-    return -0.58273431 * a + 0.56802827 * b - 0.54067466 * cc + ca
+    with np.errstate(invalid="ignore", over="ignore"):
+        b = ca - n
+        cc = c - ca
+        a = np.cross(b, cc)
+        cb = -0.58273431 * a + 0.56802827 * b - 0.54067466 * cc + ca
+    return np.where(np.isfinite(cb).all(axis=-1, keepdims=True), cb, np.nan)
 
 
 def contact_map(

@@ -276,7 +276,8 @@ def _record_to_protein(record: dict, source: str, record_id: str, where: str) ->
         return value.astype(np.int64)
 
     if kind == "proteinnet":
-        tertiary = per_residue("tertiary", (n, 3)).astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: infinite, and not valid below
+            tertiary = per_residue("tertiary", (n, 3)).astype(np.float32)
         valid = per_residue("valid_mask", (n,)).astype(bool) & np.isfinite(tertiary).all(axis=1)
         fields["ca"] = np.where(valid[:, None], tertiary, np.nan)
         fields["has_coords"] = valid

@@ -60,6 +60,7 @@ def residue_number_array(values: object, where: str = "<memory>") -> np.ndarray:
         return array.astype(np.int64)
     if array.dtype.kind != "f":
         raise ProteinError(f"{where}: residue numbers must be integers, not {array.dtype}")
+    array = array.astype(np.float64)  # float16 or float32 cannot hold the limit below
     missing = np.isnan(array)
     known = array[~missing]
     limit = float(2**62)  # well inside int64, and exact in float64
@@ -134,12 +135,14 @@ class Protein:
             self.ca = np.full((n, 3), np.nan, dtype=np.float32)
         if self.cb is None:
             self.cb = np.full((n, 3), np.nan, dtype=np.float32)
-        if self.has_coords is None:
-            self.has_coords = np.isfinite(self.ca).all(axis=1)
         self.residue_numbers = residue_number_array(self.residue_numbers, where)
         self.insertion_codes = np.asarray(self.insertion_codes, dtype="<U1")
-        self.ca = np.asarray(self.ca, dtype=np.float32)
-        self.cb = np.asarray(self.cb, dtype=np.float32)
+        # A coordinate beyond float32 (only a damaged file holds one) becomes infinite: no coordinate.
+        with np.errstate(over="ignore"):
+            self.ca = np.asarray(self.ca, dtype=np.float32)
+            self.cb = np.asarray(self.cb, dtype=np.float32)
+        if self.has_coords is None:
+            self.has_coords = np.isfinite(self.ca).all(axis=1)
         self.has_coords = np.asarray(self.has_coords, dtype=bool)
         for name in ("binding_site", "ptm"):
             value = getattr(self, name)
