@@ -81,7 +81,8 @@ class OutputSet:
     stale: tuple[str, ...] = ()
 
 
-def _one_line(error: OSError) -> str:
+def os_error_reason(error: OSError) -> str:
+    """An OS error in a few words, for one-line messages (a full disk and a refusal said plainly)."""
     if error.errno == errno.ENOSPC:
         return "no space left on the device"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -195,7 +196,7 @@ def claim_output(
     except OutputError:
         raise
     except OSError as error:
-        raise OutputError(f"{directory}: cannot write here ({_one_line(error)})") from None
+        raise OutputError(f"{directory}: cannot write here ({os_error_reason(error)})") from None
     claim = OutputClaim(directory, outputs, lock)
     try:
         _check_space(directory)
@@ -252,7 +253,7 @@ def _check_space(directory: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as error:
-        raise OutputError(f"{directory}: cannot write here ({_one_line(error)})") from None
+        raise OutputError(f"{directory}: cannot write here ({os_error_reason(error)})") from None
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()

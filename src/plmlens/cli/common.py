@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import json
 import math
 import re
@@ -23,7 +22,15 @@ from rich.progress import Progress, ProgressColumn
 from rich.table import Table
 from rich.text import Text
 
-from plmlens.outputs import OutputClaim, OutputError, OutputSet, claim_file, claim_output, deferred_signals
+from plmlens.outputs import (
+    OutputClaim,
+    OutputError,
+    OutputSet,
+    claim_file,
+    claim_output,
+    deferred_signals,
+    os_error_reason,
+)
 from plmlens.proteins.sources import shared_data_dir
 
 app = typer.Typer(
@@ -87,11 +94,6 @@ def claim_file_or_exit(path: Path, *, overwrite: bool = False) -> OutputClaim:
         raise fail(str(error)) from None
 
 
-def os_error_text(error: OSError) -> str:
-    """An OS error in a few words (a full disk said plainly)."""
-    return "no space left on the device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
-
-
 @contextlib.contextmanager
 def run_errors(data: str, kept: str = "") -> Iterator[None]:
     """One-line errors for what a long command meets while it runs: a source that turns out damaged as it is
@@ -107,7 +109,7 @@ def run_errors(data: str, kept: str = "") -> Iterator[None]:
         raise fail(f"{data}: {error}") from None
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""
-        raise fail(f"stopped: {where}{os_error_text(error)}{kept}", code=1) from None
+        raise fail(f"stopped: {where}{os_error_reason(error)}{kept}", code=1) from None
 
 
 def commit_or_exit(claim: OutputClaim, save: Callable[[Path], object], kept: str = "") -> None:
@@ -118,7 +120,7 @@ def commit_or_exit(claim: OutputClaim, save: Callable[[Path], object], kept: str
         with deferred_signals(), claim.staged() as staging:
             save(staging)
     except OSError as error:
-        reason = os_error_text(error)
+        reason = os_error_reason(error)
         raise fail(f"{claim.directory}: the results could not be written ({reason}){kept}", code=1) from None
 
 
