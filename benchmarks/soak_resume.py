@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from plmlens.rundir import RunDir
+
 SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
 
 
@@ -51,11 +53,12 @@ def wait_for_own_checkpoint(directory: Path, before: dict[Path, int], process: s
 
 def compare(reference: Path, resumed: Path) -> dict:
     """Counts equal, floats within 1e-9 relative; raises AssertionError otherwise."""
-    a, b = pd.read_csv(reference / "heads.csv"), pd.read_csv(resumed / "heads.csv")
+    runs = RunDir(reference), RunDir(resumed)
+    a, b = (run.heads() for run in runs)
     pd.testing.assert_frame_equal(a[["property", "layer", "head", "n_arcs", "n_hits"]],
                                   b[["property", "layer", "head", "n_arcs", "n_hits"]])  # fmt: skip
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=1e-12)
-    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (reference, resumed))
+    sa, sb = (run.summary() for run in runs)
     for key in ("n_proteins", "n_residues", "n_skipped", "backgrounds"):
         assert sa[key] == sb[key], key
     return {"rows": len(a), "n_arcs": int(a.n_arcs.sum()), "n_proteins": sa["n_proteins"]}

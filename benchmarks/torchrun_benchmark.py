@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from plmlens.rundir import RunDir
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -53,10 +55,10 @@ def main() -> None:
     single = timed_run([sys.executable, "-m", "plmlens", *common, "--out", str(work / "one")], single_env)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}"]
     double = timed_run([*launcher, "-m", "plmlens", *common, "--out", str(work / "two")], ranks_env)
-    a, b = pd.read_csv(work / "one" / "heads.csv"), pd.read_csv(work / "two" / "heads.csv")
+    a, b = RunDir(work / "one").heads(), RunDir(work / "two").heads()
     pd.testing.assert_frame_equal(a[["n_arcs", "n_hits"]], b[["n_arcs", "n_hits"]])
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=1e-12)
-    summary = json.loads((work / "one" / "summary.json").read_text())
+    summary = RunDir(work / "one").summary()
     figures = {
         "proteins": summary["n_proteins"], "residues": summary["n_residues"], "cpu_cores": os.cpu_count(),
         "one_process_seconds": single, "torchrun_2_seconds": double, "speed_up": single / double, "identical": True,

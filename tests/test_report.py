@@ -14,10 +14,13 @@ import pytest
 from PIL import Image
 
 from conftest import line_positions
-from plmlens.analysis import Accumulator, AnalysisResult
+from plmlens.analysis import PROPERTIES, Accumulator, AnalysisResult, headline_properties
 from plmlens.proteins import Protein
 from plmlens.report import AttentionView, build_report, figures
 from plmlens.report.view import page
+
+#: Every registered property drawn on its own (the longest labels must fit the figures).
+HEADLINE = headline_properties(PROPERTIES)
 
 
 def synthetic_heads(n_layers: int, n_heads: int, seed: int = 0) -> pd.DataFrame:
@@ -180,14 +183,14 @@ def test_report_figures_keep_every_text_inside_the_canvas(n_layers, n_heads):
     amino = pd.concat([synthetic_heads(n_layers, n_heads, seed=1).assign(property=f"aa_{a}")
                        for a in STANDARD_AMINO_ACIDS])  # fmt: skip
     layers = pd.DataFrame([{"property": p, "layer": k, "mean_proportion": 0.1 + 0.01 * k}
-                           for p in figures.LABELS for k in range(1, n_layers + 1)])  # fmt: skip
+                           for p in HEADLINE for k in range(1, n_layers + 1)])  # fmt: skip
     probes = pd.DataFrame([{"task": t, "metric": m, "representation": r, "layer": k, "value": 0.5, "chance": 0.1}
                            for t, m in figures.PROBE_METRICS.items() for r in ("embedding", "attention")
                            for k in range(n_layers + 1)])  # fmt: skip
     built = {
         "heads": figures.head_heatmap(heads, "contact_medium"),
         "top": figures.top_heads_figure(heads, "contact_medium"),
-        "layers": figures.layer_profiles(layers, {p: n_layers / 2 for p in figures.LABELS}, list(figures.LABELS)),
+        "layers": figures.layer_profiles(layers, {p: n_layers / 2 for p in HEADLINE}, HEADLINE),
         "amino_acids": figures.amino_acid_heatmaps(amino),
         "blosum": figures.blosum_figure(np.eye(20), 0.18591591918095768),
         "probes": figures.probe_curves(probes),
@@ -274,16 +277,16 @@ def test_report_numbers_are_rounded_and_heatmaps_clickable(tmp_path):
     markup = re.sub(r"base64,[A-Za-z0-9+/=]+", "", markup)
     assert not re.findall(r"\d\.\d{4,}", markup)  # e.g. "r = 0.18591591918095768" before
     assert re.search(r"model r = (–|-?\d\.?\d{0,3}),", markup)
-    from plmlens.report.interactive import fmt_number, fmt_p, fmt_percent
+    from plmlens.report.numbers import fmt_number, fmt_p, fmt_percent
 
-    assert (fmt_number(0.18591591918095768), fmt_percent(0.18591), fmt_p(1.234e-7)) == ("0.186", "18.6%", "1.2e-07")
+    assert (fmt_number(0.18591591918095768), fmt_percent(0.18591), fmt_p(1.234e-7)) == ("0.186", "18.6%", "1.23e-07")
     assert re.search(r"<td>\d+\.\d%</td>", markup)  # proportions as percentages, one decimal
     from plmlens.report.run_report import _table
 
     shown = _table(pd.DataFrame({"head": ["8-8"], "n_arcs": [1234], "proportion": [0.18591], "enrichment": [1.23456],
                                  "p_bonferroni": [1.234e-7], "significant": [True]}))  # fmt: skip
     cells = re.findall(r"<td>(.*?)</td>", shown)
-    assert cells[1:] == ["1234", "18.6%", "1.23", "1.2e-07", "True"] and 'data-layer="8" data-head="8"' in cells[0]
+    assert cells[1:] == ["1234", "18.6%", "1.23", "1.23e-07", "True"] and 'data-layer="8" data-head="8"' in cells[0]
     cells = re.findall(r'<button class="cell" data-key="contact" data-layer="(\d)" data-head="(\d)"', markup)
     assert sorted(set(cells)) == [(str(a), str(b)) for a in (1, 2) for b in (1, 2, 3)] and len(cells) == 6
     data = json.loads(re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', text,

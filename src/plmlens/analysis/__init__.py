@@ -14,11 +14,17 @@
 from plmlens.analysis.accumulator import Accumulator, AccumulatorBatch, AccumulatorFileError
 from plmlens.analysis.checkpoint import CheckpointError
 from plmlens.analysis.properties import (
+    AMINO_ACIDS,
     DEFAULT_PROPERTIES,
     PROPERTIES,
     PROPERTY_GROUPS,
     Property,
+    amino_acid_property,
+    family_members,
     get_properties,
+    headline_properties,
+    property_family,
+    property_label,
     register_property,
 )
 from plmlens.analysis.result import (
@@ -36,6 +42,7 @@ from plmlens.analysis.run import RunInterrupted, RunState, analyze, default_max_
 from plmlens.analysis.shards import MergeError, merge_runs, save_shard
 
 __all__ = [
+    "AMINO_ACIDS",
     "DEFAULT_PROPERTIES",
     "HEAD_COLUMNS",
     "MIN_ARCS",
@@ -52,14 +59,19 @@ __all__ = [
     "Property",
     "RunInterrupted",
     "RunState",
+    "amino_acid_property",
     "analyze",
     "blosum62",
     "blosum_correlation",
     "centre_of_gravity",
     "default_max_tokens",
+    "family_members",
     "get_properties",
+    "headline_properties",
     "merge_runs",
     "pack_batches",
+    "property_family",
+    "property_label",
     "register_property",
     "save_shard",
     "two_proportion_test",

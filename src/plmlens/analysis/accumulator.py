@@ -510,7 +510,7 @@ class Accumulator:
         token_values = np.zeros((batch, len(self._token), width), dtype=bool)
         token_defined = np.zeros_like(token_values)
         for b, (protein, n) in enumerate(zip(proteins, lengths, strict=True)):
-            cut = protein if n == len(protein) else protein.subset(slice(0, n))
+            cut = protein.first(n)
             for k, index in enumerate(self._pair):
                 pair_values[b, k, :n, :n], pair_defined[b, k, :n, :n] = self._properties[index].mask(cut)
             for k, index in enumerate(self._token):

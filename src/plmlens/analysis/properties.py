@@ -11,8 +11,12 @@ residues with the property). Adding one needs no edit to plmlens::
         is_cys = np.array([c == "C" for c in protein.sequence])
         return np.ma.asarray(np.logical_and.outer(is_cys, is_cys))
 
-    register_property(Property("cys_cys", "pair", cys_cys, "attention between cysteines"))
+    register_property(Property("cys_cys", "pair", cys_cys, "attention between cysteines", label="Cys–Cys"))
     # then: plmlens analyze ... --properties default,cys_cys   (from Python: analyze(..., properties=[...]))
+
+The registry is the one source of property names: ``describe``, ``analyze``, the report and compare read
+each property's label, description, kind and family from here, so a registered property gets its heatmap,
+top heads and layer profile in ``report.html`` and ``compare.html`` with no other edit.
 """
 
 from __future__ import annotations
@@ -45,12 +49,19 @@ class Property:
         numerators, denominators and backgrounds alike.
     description : str
         One line for reports.
+    label : str
+        Its name in figures and tables (default `name`).
+    family : str, optional
+        Properties drawn together in one panel of their own (the amino acids: ``amino_acids``); a property
+        without a family gets its own heatmap, top heads and layer profile.
     """
 
     name: str
     kind: str
     function: Callable[[Protein], np.ma.MaskedArray]
     description: str = ""
+    label: str = ""
+    family: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in (PAIR, TOKEN):
@@ -129,24 +140,64 @@ def register_property(prop: Property) -> Property:
     return prop
 
 
-register_property(Property("contact", PAIR, _contacts, "CA–CA < 8 Å, sequence separation ≥ 6"))
+def property_label(name: str) -> str:
+    """The label of a property for figures and tables; a name the registry does not know (a property
+    registered in another session) is its own label."""
+    prop = PROPERTIES.get(name)
+    return (prop.label or prop.name) if prop is not None else str(name)
+
+
+def property_family(name: str) -> str | None:
+    """The family a property is drawn with (``amino_acids``), or None for a property of its own."""
+    prop = PROPERTIES.get(name)
+    return prop.family if prop is not None else None
+
+
+def headline_properties(names: Iterable[str]) -> list[str]:
+    """Of `names`, those drawn on their own (no family): the registry's order, then unknown names as given."""
+    present = [str(name) for name in dict.fromkeys(names)]
+    known = [name for name in PROPERTIES if name in present and property_family(name) is None]
+    return known + [name for name in present if name not in PROPERTIES]
+
+
+def family_members(names: Iterable[str], family: str) -> list[str]:
+    """Of `names`, the members of `family`, in the registry's order."""
+    present = set(map(str, names))
+    return [name for name, prop in PROPERTIES.items() if prop.family == family and name in present]
+
+
+AMINO_ACIDS = "amino_acids"
+
+
+def amino_acid_property(letter: str) -> str:
+    """The name of the property "attention to amino acid `letter`" (``aa_P``)."""
+    return f"aa_{letter}"
+
+
+register_property(Property("contact", PAIR, _contacts, "CA–CA < 8 Å, sequence separation ≥ 6", label="Contact"))
 for _range, (_low, _high) in CONTACT_RANGES.items():
     _span = f"{_low}–{_high}" if _high is not None else f"≥ {_low}"
-    register_property(
-        Property(f"contact_{_range}", PAIR, _contact_range(_low, _high), f"contacts at separation {_span}")
-    )
-register_property(Property("binding_site", TOKEN, _labels("binding_site"), "attention to binding-site residues"))
-register_property(Property("ptm", TOKEN, _labels("ptm"), "attention to post-translationally modified residues"))
-register_property(Property("helix", TOKEN, _secondary("helix"), "attention to helix residues (DSSP H, G, I)"))
-register_property(Property("strand", TOKEN, _secondary("strand"), "attention to strand residues (DSSP E, B)"))
-register_property(Property("turn_bend", TOKEN, _secondary("turn_bend"), "attention to turn/bend residues (T, S)"))
+    register_property(Property(f"contact_{_range}", PAIR, _contact_range(_low, _high),
+                               f"contacts at separation {_span}", label=f"Contact ({_span})"))  # fmt: skip
+register_property(Property("binding_site", TOKEN, _labels("binding_site"), "attention to binding-site residues",
+                           label="Binding site"))  # fmt: skip
+register_property(Property("ptm", TOKEN, _labels("ptm"), "attention to post-translationally modified residues",
+                           label="PTM"))  # fmt: skip
+register_property(Property("helix", TOKEN, _secondary("helix"), "attention to helix residues (DSSP H, G, I)",
+                           label="Helix"))  # fmt: skip
+register_property(Property("strand", TOKEN, _secondary("strand"), "attention to strand residues (DSSP E, B)",
+                           label="Strand"))  # fmt: skip
+register_property(Property("turn_bend", TOKEN, _secondary("turn_bend"), "attention to turn/bend residues (T, S)",
+                           label="Turn/Bend"))  # fmt: skip
 for _letter in STANDARD_AMINO_ACIDS:
-    register_property(Property(f"aa_{_letter}", TOKEN, _amino_acid(_letter), f"attention to amino acid {_letter}"))
+    register_property(Property(amino_acid_property(_letter), TOKEN, _amino_acid(_letter),
+                               f"attention to amino acid {_letter}", label=f"Amino acid {_letter}",
+                               family=AMINO_ACIDS))  # fmt: skip
 
 #: The default set: the paper's properties (contacts, binding sites, PTMs, secondary structure, amino acids).
 DEFAULT_PROPERTIES = (
     "contact", "binding_site", "ptm", "helix", "strand", "turn_bend",
-    *(f"aa_{letter}" for letter in STANDARD_AMINO_ACIDS),
+    *(amino_acid_property(letter) for letter in STANDARD_AMINO_ACIDS),
 )  # fmt: skip
 
 #: Named groups usable in ``--properties``.
@@ -154,7 +205,7 @@ PROPERTY_GROUPS: dict[str, tuple[str, ...]] = {
     "default": DEFAULT_PROPERTIES,
     "contact_ranges": ("contact_short", "contact_medium", "contact_long"),
     "secondary_structure": ("helix", "strand", "turn_bend"),
-    "amino_acids": tuple(f"aa_{letter}" for letter in STANDARD_AMINO_ACIDS),
+    AMINO_ACIDS: tuple(amino_acid_property(letter) for letter in STANDARD_AMINO_ACIDS),
 }
 
 

@@ -3,7 +3,6 @@ amino-acid tables and the BLOSUM62 comparison."""
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -15,9 +14,8 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint, proportions_ztest
 
 from plmlens.analysis.accumulator import Accumulator
-from plmlens.ioutils import write_text_atomic
-from plmlens.outputs import OutputSet
 from plmlens.proteins import STANDARD_AMINO_ACIDS
+from plmlens.rundir import AMINO_ACIDS, ANALYSIS, HEADS, LAYERS, SHARD, SUMMARY, RunDir
 
 #: Heads with fewer high-confidence arcs are flagged (the paper reports only heads with at least 100).
 MIN_ARCS = 100
@@ -29,15 +27,10 @@ HEAD_COLUMNS = [
 ]  # fmt: skip
 
 
-#: What `AnalysisResult.save` writes; ``summary.json`` marks a finished run. Figures and a report drawn from an
-#: earlier run are stale once it is replaced.
-RUN_OUTPUTS = OutputSet(
-    ("heads.csv", "layers.csv", "amino_acids.csv", "accumulator.npz", "summary.json"),
-    record="summary.json",
-    stale=("report.html", "figures"),
-)
+#: What `AnalysisResult.save` writes (see `plmlens.rundir`); ``summary.json`` marks a finished run.
+RUN_OUTPUTS = ANALYSIS.outputs
 #: What a shard of a run (``analyze --shard i/K``) writes; ``shard.json`` marks a finished shard.
-SHARD_OUTPUTS = OutputSet(("accumulator.npz", "shard.json"), record="shard.json")
+SHARD_OUTPUTS = SHARD.outputs
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -303,30 +296,31 @@ class AnalysisResult:
     def save(self, directory: str | Path) -> dict[str, Path]:
         """Write ``heads.csv``, ``layers.csv``, ``amino_acids.csv``, ``summary.json`` and the raw sums
         ``accumulator.npz`` into `directory`, each file atomically."""
-        directory = Path(directory)
+        run = RunDir(directory)
         heads = self.heads()
         layers = self.layers(heads)
-        tables = {"heads": heads, "layers": layers, "amino_acids": self.amino_acids(heads)}
-        paths = {
-            name: write_text_atomic(directory / f"{name}.csv", t.to_csv(index=False)) for name, t in tables.items()
+        tables = {
+            "heads": (HEADS, heads),
+            "layers": (LAYERS, layers),
+            "amino_acids": (AMINO_ACIDS, self.amino_acids(heads)),
         }
-        paths["accumulator"] = self.accumulator.save(directory / "accumulator.npz")
-        summary = {**self.summary(heads, layers), "alpha": self.alpha}
-        paths["summary"] = write_text_atomic(directory / "summary.json", json.dumps(summary, indent=2) + "\n")
+        paths = {key: run.write_table(name, table) for key, (name, table) in tables.items()}
+        paths["accumulator"] = self.accumulator.save(run.accumulator_path())
+        paths["summary"] = run.write_json(SUMMARY, {**self.summary(heads, layers), "alpha": self.alpha})
         return paths
 
     @classmethod
     def load(cls, directory: str | Path) -> AnalysisResult:
         """Read a result written by `save` (the statistics are recomputed from ``accumulator.npz``)."""
-        directory = Path(directory)
-        summary = json.loads((directory / "summary.json").read_text())
+        run = RunDir(directory)
+        summary = run.raw_summary()
         computed = {
             "n_proteins", "n_residues", "threshold", "support", "seed", "n_bootstrap", "alpha", "bonferroni_m",
             "properties", "properties_without_labels", "backgrounds", "centres_of_gravity", "blosum62_correlation",
             "top_heads", "n_arcs_total",
         }  # fmt: skip
         info = {k: v for k, v in summary.items() if k not in computed}
-        return cls(Accumulator.load(directory / "accumulator.npz"), alpha=summary.get("alpha", 0.05), info=info)
+        return cls(Accumulator.load(run.accumulator_path()), alpha=summary.get("alpha", 0.05), info=info)
 
 
 def total_arcs(acc: Accumulator) -> int | None:

@@ -568,6 +568,30 @@ def run_fingerprint(
     }  # fmt: skip
 
 
+def planned_fingerprint(
+    adapter: ModelAdapter,
+    properties: Sequence[str | Property],
+    *,
+    source: str | None,
+    shard: Shard | None = None,
+    threshold: float = 0.3,
+    seed: int = 123,
+    n_bootstrap: int = 200,
+    null: bool = True,
+    max_length: int = 512,
+    limit: int | None = None,
+    max_tokens: int | None = None,
+    batch_size: int | None = None,
+) -> dict:
+    """The `run_fingerprint` that `analyze` with these arguments gives its run (the whole job's, not a rank's),
+    without running it: to tell whether a finished run in a directory is this one."""
+    acc = Accumulator(adapter.n_layers, adapter.n_heads, properties, threshold=threshold, seed=seed,
+                      n_bootstrap=n_bootstrap, null=null, support=attention_support(adapter))  # fmt: skip
+    budget = int(max_tokens or default_max_tokens(adapter.device))
+    return run_fingerprint(adapter, acc, source=source, shard=shard or Shard(), max_length=max_length, limit=limit,
+                           max_tokens=budget, batch_size=batch_size)  # fmt: skip
+
+
 def _result(
     adapter: ModelAdapter,
     acc: Accumulator,

@@ -9,15 +9,14 @@ and that the two belong together; a damaged shard is one line naming the file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from plmlens.analysis.accumulator import Accumulator, AccumulatorFileError
 from plmlens.analysis.checkpoint import fingerprint_differences
 from plmlens.analysis.result import AnalysisResult
-from plmlens.ioutils import write_text_atomic
 from plmlens.proteins.archive import ArchiveError, is_int, is_number, one_line, parse_json
+from plmlens.rundir import SHARD_RECORD, SUMMARY, RunDir
 
 FORMAT = "plmlens-analyze-shard/1"
 #: Counters of a run that add up over shards.
@@ -30,18 +29,19 @@ class MergeError(ValueError):
 
 def save_shard(result: AnalysisResult, directory: str | Path) -> dict[str, Path]:
     """Write a shard's sums (``accumulator.npz``) and record (``shard.json``), each atomically."""
-    directory = Path(directory)
+    run = RunDir(directory)
     record = {"format": FORMAT, "info": result.info, "alpha": result.alpha}
     return {
-        "accumulator": result.accumulator.save(directory / "accumulator.npz"),
-        "shard": write_text_atomic(directory / "shard.json", json.dumps(record, indent=2) + "\n"),
+        "accumulator": result.accumulator.save(run.accumulator_path()),
+        "shard": run.write_json(SHARD_RECORD, record),
     }
 
 
 def _read(directory: Path) -> tuple[Accumulator, dict]:
-    path = directory / "shard.json"
+    run = RunDir(directory)
+    path = run.file(SHARD_RECORD)
     if not path.exists():
-        what = "a whole run, not a shard" if (directory / "summary.json").exists() else "no shard.json"
+        what = "a whole run, not a shard" if run.file(SUMMARY).exists() else "no shard.json"
         raise MergeError(f"{directory}: {what} (write shards with `plmlens analyze --shard i/K`)")
     try:
         if not path.is_file():
@@ -55,7 +55,7 @@ def _read(directory: Path) -> tuple[Accumulator, dict]:
         raise MergeError(f"{path}: not a plmlens shard record")
     _check_record(path, record)
     try:
-        acc = Accumulator.load(directory / "accumulator.npz")
+        acc = Accumulator.load(run.accumulator_path())
     except AccumulatorFileError as error:
         raise MergeError(str(error)) from None
     settings = record["info"]["fingerprint"].get("settings")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -36,38 +35,18 @@ from plmlens.cli.common import (
 )
 from plmlens.outputs import deferred_signals
 from plmlens.proteins import SourceError, iter_records
-
-
-def checkpoint_path(out_dir: Path, rank: int, world_size: int) -> Path:
-    """A run's checkpoint file; one per rank under torchrun."""
-    return out_dir / ("checkpoint.npz" if world_size == 1 else f"checkpoint.rank{rank}-of-{world_size}.npz")
-
-
-def _complete_run(out_dir: Path, shard) -> dict | None:
-    """The fingerprint of the finished run (or shard) in `out_dir`, if there is one."""
-    path = out_dir / ("shard.json" if shard is not None else "summary.json")
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    info = record.get("info", record)
-    return info.get("fingerprint") if isinstance(info, dict) else None
+from plmlens.rundir import RunDir
 
 
 def _exit_if_complete(out_dir: Path, adapter, properties, data: str, part, **settings) -> None:
     """With --resume and no checkpoint: a finished run of the same fingerprint needs nothing more."""
-    from plmlens.analysis import Accumulator, default_max_tokens
     from plmlens.analysis.checkpoint import fingerprint_differences
-    from plmlens.analysis.run import attention_support, run_fingerprint
-    from plmlens.distributed import Shard
+    from plmlens.analysis.run import planned_fingerprint
 
-    finished = _complete_run(out_dir, part)
+    finished = RunDir(out_dir).finished_fingerprint(shard=part is not None)
     if finished is None:
         return
-    batching = {name: settings.pop(name) for name in ("max_length", "limit", "max_tokens", "batch_size")}
-    batching["max_tokens"] = batching["max_tokens"] or default_max_tokens(adapter.device)
-    acc = Accumulator(adapter.n_layers, adapter.n_heads, properties, support=attention_support(adapter), **settings)
-    current = run_fingerprint(adapter, acc, source=data, shard=part or Shard(), **batching)
+    current = planned_fingerprint(adapter, properties, source=data, shard=part, **settings)
     differences = fingerprint_differences(finished, current)
     if differences:
         raise fail(f"{out_dir} holds a finished run with other settings ({'; '.join(differences)}); use --overwrite")
@@ -135,7 +114,7 @@ def analyze(
     if resume and overwrite:
         raise fail("--resume and --overwrite exclude each other")
     group = init_process_group(torch_device)
-    checkpoint = checkpoint_path(out_dir, group.rank, group.world_size)
+    checkpoint = RunDir(out_dir).checkpoint(group.rank, group.world_size)
     if checkpoint.exists() and not (resume or overwrite):
         raise fail(
             f"{checkpoint} holds an interrupted run: add --resume to continue it, or --overwrite to start afresh"
@@ -224,7 +203,7 @@ def _print_result(result, out_dir: Path, part, fmt: OutputFormat, random_init: b
         where = escape_text(str(out_dir))
         print_note(f"wrote shard {part} to {where}; sum the shards with `plmlens merge DIR... --out DIR`", fmt)
         return
-    summary = json.loads((out_dir / "summary.json").read_text())
+    summary = RunDir(out_dir).summary()
     print_top_heads(summary, fmt)
     if random_init and summary.get("n_arcs_total") is not None:
         print_note(
@@ -267,7 +246,9 @@ TOP_HEAD_COLUMNS = (
 def top_head_rows(summary: dict) -> list[dict]:
     """The top head of each property (amino acids left out) from a run's summary.json: ``property`` and the
     summary's fields (``head``, ``proportion``, ``background``, ``null_proportion``, ``significant``, ...)."""
-    return [{"property": name, **top} for name, top in summary["top_heads"].items() if not name.startswith("aa_")]
+    from plmlens.analysis import property_family
+
+    return [{"property": name, **top} for name, top in summary["top_heads"].items() if property_family(name) is None]
 
 
 def print_top_heads(summary: dict, fmt: OutputFormat | str = OutputFormat.auto) -> None:
@@ -316,5 +297,5 @@ def merge(
             raise fail(str(error)) from None
         commit_or_exit(claim, result.save)
     print_note(f"merged {len(run_dirs)} shards: {result.accumulator.n_proteins:,} proteins", fmt)
-    print_top_heads(json.loads((out_dir / "summary.json").read_text()), fmt)
+    print_top_heads(RunDir(out_dir).summary(), fmt)
     print_note(f"wrote {escape_text(str(out_dir))}/heads.csv, layers.csv, amino_acids.csv, summary.json", fmt)

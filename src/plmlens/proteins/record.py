@@ -226,6 +226,11 @@ class Protein:
         out[[c == SS_UNKNOWN for c in self.dssp]] = "unknown"
         return out
 
+    def first(self, n: int) -> Protein:
+        """The protein cut to its first `n` residues (the residues a model with that limit sees); the
+        protein itself when it has no more than `n`."""
+        return self if len(self) <= n else self.subset(slice(0, n))
+
     def subset(self, index: slice | np.ndarray) -> Protein:
         """The same protein restricted to some residues, with every annotation kept aligned.
 

@@ -11,22 +11,23 @@ correlations, figures with one panel per model, and one self-contained ``compare
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
+from plmlens.analysis import headline_properties
 from plmlens.ioutils import write_text_atomic
 from plmlens.outputs import OutputSet
 from plmlens.report import figures
 from plmlens.report.html import Picture, Table, frame_table, render
 from plmlens.report.interactive import HeatmapPanel, head_statistics, panel_of
-from plmlens.report.run_report import SUMMARY_PROPERTIES
+from plmlens.report.numbers import fmt_count, fmt_number, fmt_p, fmt_parameters, fmt_percent, is_missing
+from plmlens.rundir import ANALYSIS_FILES, SUMMARY_DEFAULTS, RunDir, RunDirError
 
 #: Files of an ``analyze`` output directory that a comparison reads.
-RUN_FILES = ("summary.json", "heads.csv", "layers.csv")
+RUN_FILES = ANALYSIS_FILES
 
 
 class CompareError(ValueError):
@@ -78,7 +79,7 @@ class Run:
 
     @property
     def support(self) -> str:
-        return self.summary.get("support") or "full"
+        return str(self.summary.get("support") or SUMMARY_DEFAULTS["support"])
 
     @property
     def random_init(self) -> bool:
@@ -95,15 +96,6 @@ class Run:
     def labelled(self, prop: str) -> bool:
         """Whether the run's data labels `prop` with at least one positive (it then has a background)."""
         return bool((self.summary.get("backgrounds") or {}).get(prop))
-
-
-def _read_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A run's heads.csv and layers.csv, with the columns the comparison reads."""
-    heads, layers = pd.read_csv(path / "heads.csv"), pd.read_csv(path / "layers.csv")
-    missing = sorted({"property", "layer", "head", "proportion"} - set(heads.columns))
-    if missing:
-        raise KeyError(f"heads.csv has no {', '.join(missing)}")
-    return heads, layers
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -123,36 +115,22 @@ def load_run(run_dir: str | Path) -> Run:
     CompareError
         When `run_dir` is not an analyze output, naming the path and what is missing.
     """
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise CompareError(f"{path}: not a directory (expected a `plmlens analyze` output)")
-    missing = [name for name in RUN_FILES if not (path / name).is_file()]
-    if missing:
-        raise CompareError(f"{path}: not a `plmlens analyze` output (no {', '.join(missing)})")
+    run = RunDir(run_dir)
     try:
-        summary = json.loads((path / "summary.json").read_text())
-    except (ValueError, RecursionError) as error:  # JSON, UTF-8, or nesting past the stack
-        raise CompareError(f"{path / 'summary.json'}: unreadable ({type(error).__name__})") from None
-    if not isinstance(summary, dict) or "threshold" not in summary:
-        raise CompareError(f"{path / 'summary.json'}: not an analyze summary (no threshold)")
-    try:
-        heads, layers = _read_tables(path)
-    except (ValueError, KeyError) as error:  # pandas' parser errors are ValueErrors
-        raise CompareError(f"{path}: damaged heads.csv or layers.csv ({type(error).__name__}: {error})") from None
-    model = summary.get("model") or {}
-    if not isinstance(model, dict):
-        raise CompareError(f"{path / 'summary.json'}: not an analyze summary (model is not a record)")
-    for key, column in (("layers", "layer"), ("heads", "head")):
-        if len(heads) and model.get(key) and heads[column].max() > int(model[key]):
-            raise CompareError(f"{path}: heads.csv has {column} {heads[column].max()} but the model has {model[key]}")
-    probe_dir = path / "probe"
-    probes = pd.read_csv(probe_dir / "probes.csv") if (probe_dir / "probes.csv").is_file() else None
-    regression_csv = probe_dir / "contact_regression.csv"
-    regression = pd.read_csv(regression_csv) if regression_csv.is_file() else None
-    name = str(model.get("name") or path.name)
+        summary, heads, layers = run.check().summary(), run.heads(), run.layers()
+        model = summary["model"]
+        for key, column in (("layers", "layer"), ("heads", "head")):
+            if len(heads) and model.get(key) and heads[column].max() > int(model[key]):
+                raise RunDirError(
+                    f"{run.path}: heads.csv has {column} {heads[column].max()} but the model has {model[key]}"
+                )
+        probes, regression = run.probes(), run.contact_regression()
+    except RunDirError as error:
+        raise CompareError(str(error)) from None
+    name = str(model.get("name") or run.path.name)
     if model.get("random_init"):
         name += " (random init)"
-    return Run(path, summary, heads, layers, probes, regression, name)
+    return Run(run.path, summary, heads, layers, probes, regression, name)
 
 
 def unique_names(runs: list[Run]) -> list[Run]:
@@ -199,8 +177,7 @@ def check_thresholds(runs: list[Run], allow_mixed: bool = False) -> None:
 def structural_properties(runs: list[Run]) -> list[str]:
     """Properties (not amino acids) labelled in at least one run: the paper's order, then any others."""
     present = [p for run in runs for p in dict.fromkeys(run.heads["property"]) if run.labelled(p)]
-    known = [p for p in SUMMARY_PROPERTIES if p in present]
-    return known + [p for p in dict.fromkeys(present) if p not in known and not p.startswith("aa_")]
+    return headline_properties(present)
 
 
 def arcs_total(run: Run) -> tuple[int | None, str | None]:
@@ -314,12 +291,14 @@ def _write_compare_figures(
     panels: dict[str, list[HeatmapPanel]] = {}
     for prop in properties:
         heatmaps = figures.compare_head_heatmaps(heads, prop, shapes)
-        written[f"heads_{prop}"] = figures.save_figure(heatmaps, out / f"heads_{prop}")
+        written[f"heads_{prop}"] = figures.save_figure(heatmaps, out / figures.figure_stem("heads", prop))
         # After saving, when the layout is final; the first axes are the models' panels, in order.
         panels[prop] = [
             panel_of(ax, run.name, run.n_layers, run.n_heads) for ax, run in zip(heatmaps.axes, runs, strict=False)
         ]
-        written[f"top_{prop}"] = figures.save_figure(figures.compare_top_heads(heads, prop), out / f"top_{prop}")
+        written[f"top_{prop}"] = figures.save_figure(
+            figures.compare_top_heads(heads, prop), out / figures.figure_stem("top", prop)
+        )
     if properties:
         layer_figure = figures.compare_layer_profiles(
             {run.name: run.layers for run in runs}, properties, {run.name: run.n_layers for run in runs}
@@ -340,51 +319,8 @@ def _write_compare_figures(
 # Numbers as a person reads them; the CSVs keep full precision.
 
 
-def _missing(value) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and not math.isfinite(value))
-
-
-def fmt_number(value, digits: int = 3) -> str:
-    """`digits` significant digits (whole numbers from 1,000 up), "–" for missing."""
-    if _missing(value):
-        return "–"
-    value = float(value)
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"
-
-
-def fmt_percent(value) -> str:
-    """A share as a percentage with one decimal (two significant digits below 0.1%)."""
-    if _missing(value):
-        return "–"
-    percent = 100 * float(value)
-    return f"{percent:.2g}%" if 0 < abs(percent) < 0.1 else f"{percent:.1f}%"
-
-
-def fmt_p(value) -> str:
-    """A p-value: 3 significant digits, scientific below 0.001, and "< 1e-300" where it underflowed to 0."""
-    if _missing(value):
-        return "–"
-    value = float(value)
-    if value == 0:
-        return "< 1e-300"
-    return f"{value:.2e}" if value < 1e-3 else f"{value:.3g}"
-
-
-def fmt_count(value) -> str:
-    """A count with thousands separators."""
-    return "–" if _missing(value) else f"{int(value):,}"
-
-
-def fmt_parameters(value) -> str:
-    """A parameter count in millions or billions."""
-    if _missing(value):
-        return "–"
-    value = float(value)
-    return f"{value / 1e9:.3g} B" if value >= 1e9 else f"{value / 1e6:.3g} M"
-
-
 def _interval(low, high) -> str:
-    if _missing(low) or _missing(high):
+    if is_missing(low) or is_missing(high):
         return "–"
     return f"{fmt_percent(low)} – {fmt_percent(high)}"
 
@@ -451,9 +387,9 @@ def _models_html(models: pd.DataFrame, runs: list[Run]) -> Table:
 
 def _top_heads_html(top: pd.DataFrame) -> Table:
     shown = pd.DataFrame({
-        "model": top["model"], "top head": top["top_head"].fillna("–"),
+        "model": top["model"], "top head": top["top_head"].astype(object).fillna("–"),
         "attention to property": top["proportion"].map(fmt_percent), "background": top["background"].map(fmt_percent),
-        "enrichment": [("–" if _missing(v) else f"{fmt_number(v)}×") for v in top["enrichment"]],
+        "enrichment": [("–" if is_missing(v) else f"{fmt_number(v)}×") for v in top["enrichment"]],
         "null model": top["null_proportion"].map(fmt_percent), "p (Bonferroni)": top["p_bonferroni"].map(fmt_p),
         "Wilson CI": [_interval(lo, hi) for lo, hi in zip(top["ci_low"], top["ci_high"], strict=True)],
         "bootstrap CI": [_interval(lo, hi) for lo, hi in zip(top["boot_ci_low"], top["boot_ci_high"], strict=True)],

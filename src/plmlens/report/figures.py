@@ -7,6 +7,8 @@ Okabe–Ito colours for lines).
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import matplotlib
@@ -17,24 +19,32 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from plmlens.analysis import AMINO_ACIDS, family_members, property_label
 from plmlens.analysis.result import MIN_ARCS, blosum62
 from plmlens.proteins import STANDARD_AMINO_ACIDS
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
-LABELS = {
-    "contact": "Contact", "contact_short": "Contact (6–11)", "contact_medium": "Contact (12–23)",
-    "contact_long": "Contact (≥ 24)", "binding_site": "Binding site", "ptm": "PTM", "helix": "Helix",
-    "strand": "Strand", "turn_bend": "Turn/Bend",
-}  # fmt: skip
+#: The headline metric of each probe task (figure 5), and the task's name in figures.
+PROBE_METRICS = {"secondary_structure": "f1_macro", "binding_site": "precision_at_L/20", "contact": "precision_at_L/5"}
+PROBE_TASK_LABELS = {"secondary_structure": "secondary_structure", "binding_site": "Binding site", "contact": "Contact"}
+_PROBE_NAMES = {"secondary_structure": "Secondary structure, macro F1", "binding_site": "Binding site, precision@L/20",
+                "contact": "Contact, precision@L/5"}  # fmt: skip
 
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False})
 
 
-def label(prop: str) -> str:
-    """Readable name of a property (``aa_P`` → ``Pro (P)``)."""
-    if prop.startswith("aa_"):
-        return f"Amino acid {prop[3:]}"
-    return LABELS.get(prop, prop)
+def label(name: str) -> str:
+    """Readable name of a property (from the property registry: ``aa_P`` → ``Amino acid P``) or of a probe
+    task."""
+    return PROBE_TASK_LABELS.get(name) or property_label(name)
+
+
+def figure_stem(kind: str, prop: str) -> str:
+    """The file stem of a property's figure (``heads_contact``). Property names come from the run's files,
+    so one that is not a plain name (a path, dots, spaces, ...) gets a stem from its hash instead."""
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,80}", prop) and ".." not in prop:
+        return f"{kind}_{prop}"
+    return f"{kind}_property-{hashlib.sha256(prop.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 def fit_text(text: str, width_inches: float, fontsize: float | str) -> str:
@@ -149,7 +159,7 @@ def layer_profiles(layers: pd.DataFrame, centres: dict[str, float], properties: 
 
 def probe_curves(probes: pd.DataFrame) -> Figure:
     """Probe score per layer, embedding vs attention probes, one panel per task — figure 5."""
-    metrics = {"secondary_structure": "f1_macro", "binding_site": "precision_at_L/20", "contact": "precision_at_L/5"}
+    metrics = PROBE_METRICS
     tasks = [t for t in metrics if t in set(probes["task"])]
     fig, axes = plt.subplots(len(tasks), 1, figsize=(4.5, 1.0 + 1.4 * len(tasks)), sharex=True, squeeze=False,
                              constrained_layout=True)  # fmt: skip
@@ -171,15 +181,16 @@ def probe_curves(probes: pd.DataFrame) -> Figure:
 
 def amino_acid_heatmaps(heads: pd.DataFrame) -> Figure:
     """Per-head attention to each amino acid, one small heatmap per amino acid — figures 6, 18, 19."""
-    letters = [a for a in STANDARD_AMINO_ACIDS if f"aa_{a}" in set(heads["property"])]
+    members = family_members(heads["property"], AMINO_ACIDS)
     fig, axes = plt.subplots(4, 5, figsize=(12, 9), constrained_layout=True)
-    for ax, letter in zip(axes.flat, letters, strict=False):
-        values, few = property_grid(heads, f"aa_{letter}")
+    for ax, prop in zip(axes.flat, members, strict=False):
+        values, few = property_grid(heads, prop)
         ax.imshow(np.ma.masked_where(few, values) * 100, cmap="viridis", origin="lower", aspect="auto", vmin=0)
-        ax.set_title(f"{letter} (bg {100 * heads.loc[heads.property == f'aa_{letter}', 'background'].iloc[0]:.1f}%)")
+        letter = property_label(prop).removeprefix("Amino acid ")
+        ax.set_title(f"{letter} (bg {100 * heads.loc[heads.property == prop, 'background'].iloc[0]:.1f}%)")
         ax.set_xticks([])
         ax.set_yticks([0, values.shape[0] - 1], ["1", str(values.shape[0])])
-    for ax in list(axes.flat)[len(letters) :]:
+    for ax in list(axes.flat)[len(members) :]:
         ax.axis("off")
     fig.suptitle("% of each head's attention to each amino acid (rows: layers, columns: heads)")
     return fig
@@ -214,10 +225,6 @@ def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
 # Figures comparing several runs: one panel per model, models keep one colour and marker across figures.
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-#: The headline metric of each probe task (figure 5).
-PROBE_METRICS = {"secondary_structure": "f1_macro", "binding_site": "precision_at_L/20", "contact": "precision_at_L/5"}
-_PROBE_NAMES = {"secondary_structure": "Secondary structure, macro F1", "binding_site": "Binding site, precision@L/20",
-                "contact": "Contact, precision@L/5"}  # fmt: skip
 
 
 def model_style(index: int) -> dict:

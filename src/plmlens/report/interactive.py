@@ -13,38 +13,18 @@ clicked head's statistics and draws its arcs on the chosen protein with NGL. The
 from __future__ import annotations
 
 import base64
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from plmlens.analysis import property_family
 from plmlens.proteins import Protein
 from plmlens.report.figures import label
 from plmlens.report.html import Picture, macro
+from plmlens.report.numbers import fmt_number
 from plmlens.report.view import marked_chain_pdb
-
-
-def fmt_number(value: object, digits: int = 3) -> str:
-    """`digits` significant digits, "–" for a missing value."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)) or value is pd.NA:
-        return "–"
-    return f"{float(value):.{digits}g}"
-
-
-def fmt_percent(value: object) -> str:
-    """A share (0–1) as a percentage with one decimal."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)) or value is pd.NA:
-        return "–"
-    return f"{100 * float(value):.1f}%"
-
-
-def fmt_p(value: object) -> str:
-    """A p-value in scientific notation with two significant digits."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)) or value is pd.NA:
-        return "–"
-    return f"{float(value):.1e}"
 
 
 @dataclass(frozen=True)
@@ -266,9 +246,10 @@ def head_statistics(heads: pd.DataFrame, n_layers: int, n_heads: int) -> dict:
     """Every property's statistics per head from ``heads.csv``: ``{prop: {column: [value per flat head]}}``,
     values rounded to 4 significant digits (the page shows 3) and None where missing."""
     out = {}
-    structural = [p for p in dict.fromkeys(heads["property"]) if not str(p).startswith("aa_")]
-    amino_acids = sorted(p for p in set(heads["property"]) if str(p).startswith("aa_"))
-    for prop in structural + amino_acids:
+    names = list(dict.fromkeys(heads["property"]))
+    structural = [p for p in names if property_family(p) is None]
+    grouped = sorted(p for p in names if property_family(p) is not None)
+    for prop in structural + grouped:
         rows = heads[heads["property"] == prop]
         flat = ((rows["layer"] - 1) * n_heads + rows["head"] - 1).to_numpy()
         columns = {}

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -12,29 +11,26 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from plmlens.analysis import AnalysisResult, blosum_correlation
+from plmlens.analysis import (
+    AMINO_ACIDS,
+    AnalysisResult,
+    blosum_correlation,
+    family_members,
+    headline_properties,
+    property_family,
+)
 from plmlens.ioutils import write_text_atomic
-from plmlens.outputs import OutputSet
 from plmlens.report import figures
 from plmlens.report.html import HeadLink, Picture, Table, frame_table, inline_script, macro, render, table_html
-from plmlens.report.interactive import (
-    ExampleSet,
-    HeatmapPanel,
-    explorer_context,
-    fmt_number,
-    fmt_p,
-    fmt_percent,
-    panel_of,
-)
+from plmlens.report.interactive import ExampleSet, HeatmapPanel, explorer_context, panel_of
+from plmlens.report.numbers import fmt_number, fmt_p, fmt_percent
 from plmlens.report.view import AttentionView, ngl_javascript
+from plmlens.rundir import REPORT, RunDir
 
 log = logging.getLogger(__name__)
 
 #: What `build_report` writes into a run directory; ``report.html`` marks a finished report.
-REPORT_OUTPUTS = OutputSet(("report.html", "figures"), record="report.html")
-
-SUMMARY_PROPERTIES = ("contact", "contact_short", "contact_medium", "contact_long", "binding_site", "ptm",
-                      "helix", "strand", "turn_bend")  # fmt: skip
+REPORT_OUTPUTS = REPORT.outputs
 
 
 def write_figures(run_dir: str | Path) -> dict[str, list[Path]]:
@@ -47,32 +43,36 @@ def _write_figures(
 ) -> tuple[dict[str, list[Path]], dict[str, HeatmapPanel]]:
     """`write_figures` (into ``OUT_DIR/figures``, default the run's), and where each head heatmap's cells lie in
     its PNG (for clickable heatmaps)."""
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     panels: dict[str, HeatmapPanel] = {}
     out = Path(out_dir if out_dir is not None else run_dir) / "figures"
     written: dict[str, list[Path]] = {}
-    result = AnalysisResult.load(run_dir)
-    heads = pd.read_csv(run_dir / "heads.csv")
-    layers = pd.read_csv(run_dir / "layers.csv")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    labelled = [p for p in SUMMARY_PROPERTIES if p in set(heads["property"]) and summary["backgrounds"].get(p)]
+    heads, layers, summary = run.heads(), run.layers(), run.summary()
+    labelled = report_properties(summary, heads)
     n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
     for prop in labelled:
         heatmap = figures.head_heatmap(heads, prop)
-        written[f"heads_{prop}"] = figures.save_figure(heatmap, out / f"heads_{prop}")
+        written[f"heads_{prop}"] = figures.save_figure(heatmap, out / figures.figure_stem("heads", prop))
         # Read after saving: constrained layout has placed the axes by then.
         panels[prop] = panel_of(heatmap.axes[0], prop, n_layers, n_heads)
-        written[f"top_{prop}"] = figures.save_figure(figures.top_heads_figure(heads, prop), out / f"top_{prop}")
+        top = figures.top_heads_figure(heads, prop)
+        written[f"top_{prop}"] = figures.save_figure(top, out / figures.figure_stem("top", prop))
     centres = {k: v for k, v in summary["centres_of_gravity"].items() if v is not None}
     written["layers"] = figures.save_figure(figures.layer_profiles(layers, centres, labelled), out / "layers")
-    if any(p.startswith("aa_") for p in heads["property"]):
+    if family_members(heads["property"], AMINO_ACIDS):
         written["amino_acids"] = figures.save_figure(figures.amino_acid_heatmaps(heads), out / "amino_acids")
-        similarity, r = blosum_correlation(result.amino_acid_profiles(heads))
+        similarity, r = blosum_correlation(AnalysisResult.load(run.path).amino_acid_profiles(heads))
         written["blosum"] = figures.save_figure(figures.blosum_figure(similarity, r), out / "blosum")
-    probes_csv = run_dir / "probe" / "probes.csv"
-    if probes_csv.exists():
-        written["probes"] = figures.save_figure(figures.probe_curves(pd.read_csv(probes_csv)), out / "probes")
+    probes = run.probes()
+    if probes is not None:
+        written["probes"] = figures.save_figure(figures.probe_curves(probes), out / "probes")
     return written, panels
+
+
+def report_properties(summary: dict, heads: pd.DataFrame) -> list[str]:
+    """The properties that get their own heatmap, top heads and layer profile: every property of the run
+    that is drawn on its own (see `headline_properties`) and labelled with at least one positive."""
+    return [p for p in headline_properties(heads["property"]) if summary["backgrounds"].get(p)]
 
 
 #: Columns shown as percentages (shares of attention) and as p-values; other numbers get 3 significant digits.
@@ -142,9 +142,9 @@ def build_report(
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     written, panels = _write_figures(run_dir, out_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    heads = pd.read_csv(run_dir / "heads.csv")
-    model = summary.get("model", {})
+    run = RunDir(run_dir)
+    summary, heads = run.summary(), run.heads()
+    model = summary["model"]
     n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
     if examples is None and examples_note is None:
         examples_note = "no example proteins were given (plmlens report --views draws them)"
@@ -160,8 +160,8 @@ def build_report(
         explorer=explorer_context(heads, n_layers, n_heads, initial, examples, examples_note, draw_weight),
         heatmaps=_heatmap_sections(written, panels, heads),
         layers=Picture.from_file(written["layers"][0], "layer profiles"),
-        probes=_probe_section(run_dir, written),
-        amino_acids=_amino_acid_section(run_dir, written, summary),
+        probes=_probe_section(run, written),
+        amino_acids=_amino_acid_section(run, written, summary),
         causal=causal_context(run_dir),
         views=[view.context(f"view{k}") for k, view in enumerate(views or [])],
     )
@@ -174,7 +174,7 @@ def _run_frame(summary: dict) -> pd.DataFrame:
     return pd.DataFrame([{
         "model": model.get("name"), "layers × heads": f"{model.get('layers')} × {model.get('heads')}",
         "data": summary.get("data"), "proteins": summary.get("n_proteins"), "residues": summary.get("n_residues"),
-        "skipped": summary.get("n_skipped"), "θ": summary.get("threshold"), "support": summary.get("support", "full"),
+        "skipped": summary.get("n_skipped"), "θ": summary.get("threshold"), "support": summary["support"],
         "seed": summary.get("seed"), "max length": summary.get("max_length"),
         "Bonferroni m": summary.get("bonferroni_m"),
     }])  # fmt: skip
@@ -186,7 +186,7 @@ def _top_frame(summary: dict) -> pd.DataFrame:
         {"property": figures.label(p), "head": t["head"], "proportion": t["proportion"], "background": t["background"],
          "enrichment": t["enrichment"], "null": t["null_proportion"], "p (Bonferroni)": t["p_bonferroni"],
          "significant": t["significant"], "arcs": t["n_arcs"]}
-        for p, t in summary["top_heads"].items() if not p.startswith("aa_")
+        for p, t in summary["top_heads"].items() if property_family(p) is None
     ])  # fmt: skip
 
 
@@ -213,21 +213,21 @@ def _heatmap_sections(
     return sections
 
 
-def _probe_section(run_dir: Path, written: dict[str, list[Path]]) -> dict | None:
+def _probe_section(run: RunDir, written: dict[str, list[Path]]) -> dict | None:
     """The probe curves and the contact regression's table, when ``plmlens probe`` wrote them."""
     if "probes" not in written:
         return None
-    regression = run_dir / "probe" / "contact_regression.csv"
+    regression = run.contact_regression()
     return {"figure": Picture.from_file(written["probes"][0], "probe curves"),
-            "regression": _rounded(pd.read_csv(regression)) if regression.exists() else None}  # fmt: skip
+            "regression": _rounded(regression) if regression is not None else None}  # fmt: skip
 
 
-def _amino_acid_section(run_dir: Path, written: dict[str, list[Path]], summary: dict) -> dict | None:
+def _amino_acid_section(run: RunDir, written: dict[str, list[Path]], summary: dict) -> dict | None:
     """The amino-acid heatmaps, their top heads and the correlation with BLOSUM62, when the run has them."""
     if "amino_acids" not in written:
         return None
     blosum = summary["blosum62_correlation"]
-    amino_acids = pd.read_csv(run_dir / "amino_acids.csv")
+    amino_acids = run.amino_acids().copy()
     for column in ("top_head", "null_top_head"):
         amino_acids[column] = amino_acids[column].astype(str)
     return {
@@ -239,25 +239,16 @@ def _amino_acid_section(run_dir: Path, written: dict[str, list[Path]], summary: 
     }
 
 
-def _find(run_dir: Path, name: str, subdirectory: str) -> Path | None:
-    """``RUN_DIR/name``, else ``RUN_DIR/subdirectory/name``, where ``plmlens ablate``/``jacobian --out`` wrote it."""
-    for path in (run_dir / name, run_dir / subdirectory / name):
-        if path.is_file():
-            return path
-    return None
-
-
 def causal_context(run_dir: str | Path) -> dict:
     """What the report's head-ablation and categorical-Jacobian sections (``causal.html``) show, when
     ``plmlens ablate`` or ``plmlens jacobian`` wrote their outputs into the run directory (or its
     ``ablation/`` or ``jacobian/``): ``{"ablation": dict or None, "jacobian": dict or None}``."""
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     context: dict[str, dict | None] = {"ablation": None, "jacobian": None}
-    ablation = _find(run_dir, "ablation.csv", "ablation")
+    ablation = run.ablation()
     if ablation is not None:
-        table = pd.read_csv(ablation)
-        info = json.loads((ablation.parent / "ablation.json").read_text())
-        figure = ablation.parent / "ablation.png"
+        table, info, directory = ablation
+        figure = directory / "ablation.png"
         groups = table[table["kind"] != "head"]
         columns = ["ablation", "heads", "loss", "delta_loss", "delta_loss_low", "delta_loss_high", "delta_recovery",
                    "delta_site_recovery", "delta_contact_long_p_at_L5"]  # fmt: skip
@@ -268,12 +259,11 @@ def causal_context(run_dir: str | Path) -> dict:
             "figure": Picture.from_file(figure, "loss increase per ablated head") if figure.is_file() else None,
             "table": _rounded(groups[[c for c in columns if c in groups.columns]]),
         }  # fmt: skip
-    jacobian = _find(run_dir, "jacobian_summary.csv", "jacobian")
+    jacobian = run.jacobian()
     if jacobian is not None:
-        info = json.loads((jacobian.parent / "jacobian.json").read_text())
+        summary, info, directory = jacobian
         best = info.get("best_head", {})
-        summary = pd.read_csv(jacobian)
-        chart = jacobian.parent / "jacobian.png"
+        chart = directory / "jacobian.png"
         if not chart.is_file():
             figures.save_figure(figures.jacobian_figure(summary), chart.with_suffix(""))
         context["jacobian"] = {
