@@ -154,6 +154,7 @@ def test_jacobian_run_scores_every_method_and_writes_its_files(tmp_path, mlm):
         np.testing.assert_allclose(value, result.maps[key], rtol=1e-3, atol=1e-3)  # stored as float16
     summary = pd.read_csv(tmp_path / "out" / "jacobian_summary.csv")
     assert len(summary) == 4 * 3 and set(summary.columns) >= {"jacobian", "regression", "best_head", "chance"}
+    assert not list((tmp_path / "out").glob("jacobian.*g"))  # data only: the report draws the figure
 
     limited = jacobian(mlm, records, regression_proteins=3, max_length=35, batch_size=100)
     assert limited.info["n_too_long"] == sum(len(p) > 35 for p in records) > 0
@@ -172,6 +173,8 @@ def test_jacobian_cli_report_and_show(tmp_path):
     info = json.loads((tmp_path / "run" / "jacobian.json").read_text())
     assert info["n_evaluation_proteins"] == 2 and info["seconds_per_protein"] > 0
     assert not (tmp_path / "run" / ".jacobian_cache").exists()  # removed once the run is written
+    for figure in ("jacobian.png", "jacobian.svg"):  # drawn by the report into the same staged output
+        assert (tmp_path / "run" / figure).stat().st_size > 0
     table = runner.invoke(app, ["jacobian", "--model", str(model), "--data", data, "--out", str(tmp_path / "again"),
                                 "--regression-proteins", "3", "--limit", "2", "--format", "table"])  # fmt: skip
     assert table.exit_code == 0, table.output

@@ -3,7 +3,8 @@
 
 `HeadAblation` knocks heads out of any supported model for the duration of a ``with`` block; `ablate`
 measures what each head and group of heads costs the model; `jacobian` reads contact maps from a masked
-language model's own logits and scores them beside the attention baselines.
+language model's own logits and scores them beside the attention baselines. Results save data only (CSV,
+JSON, npz); `plmlens.report` draws their figures.
 """
 
 from plmlens.causal.ablation import (
@@ -32,6 +33,7 @@ from plmlens.causal.jacobian import (
     protein_jacobian_contacts,
     read_jacobian_maps,
 )
+from plmlens.causal.statistics import head_correlation, loss_and_alignment, loss_contact_correlation
 
 __all__ = [
     "ABLATION_MODES",
@@ -45,9 +47,12 @@ __all__ = [
     "JacobianUnsupportedError",
     "ablate",
     "categorical_jacobian",
+    "head_correlation",
     "head_projections",
     "jacobian",
     "jacobian_contacts",
+    "loss_and_alignment",
+    "loss_contact_correlation",
     "mean_head_outputs",
     "protein_jacobian_contacts",
     "read_jacobian_maps",
