@@ -195,6 +195,34 @@ def test_jacobian_cli_report_and_show(tmp_path):
     assert missing.exit_code == 2 and "no Jacobian map" in missing.output
 
 
+def test_top_couplings_are_the_strongest_pairs_apart_in_sequence():
+    from plmlens.causal import top_couplings
+
+    scores = np.zeros((12, 12))
+    for (i, j), value in {(0, 1): 9.0, (2, 10): 5.0, (1, 7): 3.0, (0, 6): 3.0, (4, 11): 1.0}.items():
+        scores[i, j] = scores[j, i] = value
+    rows, columns = top_couplings(scores, 3)
+    # (0, 1) is too close in sequence; the tie at 3.0 keeps the order of the upper triangle.
+    assert list(zip(rows.tolist(), columns.tolist(), strict=True)) == [(2, 10), (0, 6), (1, 7)]
+    assert len(top_couplings(scores)[0]) == 12  # L by default
+    assert len(top_couplings(scores, 100)[0]) == len(np.triu_indices(12, k=6)[0])
+
+
+def test_a_coupling_view_weighs_each_pair_by_the_strongest():
+    from plmlens.report import coupling_view
+
+    protein = Protein("p", "ACDEFGHIKLMN", ca=np.arange(12 * 3, dtype=float).reshape(12, 3))
+    scores = np.zeros((12, 12))
+    scores[2, 10] = scores[10, 2] = 4.0
+    scores[0, 6] = scores[6, 0] = 1.0
+    view = coupling_view(protein, scores, "tiny", top=3)
+    assert view.title == "tiny: categorical Jacobian, top 3 couplings on p"
+    weights = view.attention
+    assert weights[2, 10] == 1.0 and weights[0, 6] == 0.25
+    # The third pair, uncoupled, is still drawn, at the lightest weight.
+    assert sorted(weights[weights > 0].tolist()) == [1e-3, 0.25, 1.0] and view.min_weight == 1e-3
+
+
 @pytest.mark.integration
 def test_antiberty_jacobian_of_a_short_fragment_batched_equals_one_by_one():
     # Integration: the real model (fails, never skips, when the antiberty wheel is missing).

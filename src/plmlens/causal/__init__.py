@@ -32,6 +32,7 @@ from plmlens.causal.jacobian import (
     jacobian_contacts,
     protein_jacobian_contacts,
     read_jacobian_maps,
+    top_couplings,
 )
 from plmlens.causal.statistics import head_correlation, loss_and_alignment, loss_contact_correlation
 
@@ -59,4 +60,5 @@ __all__ = [
     "record_head_outputs",
     "standard_ablations",
     "top_contact_heads",
+    "top_couplings",
 ]

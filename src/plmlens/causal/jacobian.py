@@ -257,6 +257,30 @@ def read_jacobian_maps(path: str | Path) -> dict[str, np.ndarray]:
         return {protein_id: data[f"map{k}"].astype(np.float64) for k, protein_id in enumerate(ids)}
 
 
+def top_couplings(coupling: np.ndarray, k: int | None = None, min_separation: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """The strongest couplings of a Jacobian contact map, the pairs `show --jacobian` draws.
+
+    Parameters
+    ----------
+    coupling : ndarray, shape (L, L)
+        A symmetric contact score map (`jacobian_contacts`, `read_jacobian_maps`).
+    k : int, optional
+        Couplings kept (default, and for 0: L, as many as the protein has residues).
+    min_separation : int
+        Pairs closer in sequence are left out, as from the contact ranges scored (separation ≥ 6).
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        Residue indices ``i < j`` of the pairs, strongest first (ties in the order of ``np.triu_indices``).
+    """
+    n = coupling.shape[0]
+    i, j = np.triu_indices(n, k=min_separation)
+    count = min(k or n, len(i))
+    order = np.argsort(-coupling[i, j], kind="stable")[:count]
+    return i[order], j[order]
+
+
 def split_for_regression(
     proteins: Sequence[Protein], regression_proteins: int, seed: int, limit: int | None = None
 ) -> tuple[list[Protein], list[Protein]]:

@@ -1,17 +1,26 @@
-"""The causal analyses drawn: figures of ``plmlens ablate`` and ``plmlens jacobian``.
+"""The causal analyses drawn: figures of ``plmlens ablate`` and ``plmlens jacobian``, and a Jacobian's couplings
+in 3D.
 
 `AblationResult.save` and `JacobianResult.save` write data only. The commands then draw ``ablation.png``/``.svg``
 and ``jacobian.png``/``.svg`` from the same tables into the same staging folder (`save_ablation_figure`,
-`save_jacobian_figure`), so a figure is committed together with the data it shows.
+`save_jacobian_figure`), so a figure is committed together with the data it shows. `coupling_view` draws the
+strongest couplings of a saved Jacobian map on a structure like a head's attention (``plmlens show --jacobian``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from plmlens.causal.jacobian import top_couplings
+from plmlens.proteins import Protein
 from plmlens.report.figures import ablation_figure, jacobian_figure, save_figure
+from plmlens.report.view import AttentionView
+
+#: Weakest arc weight of a coupling view: every chosen coupling is drawn, however weak beside the strongest.
+COUPLING_MIN_WEIGHT = 1e-3
 
 
 def save_ablation_figure(
@@ -54,4 +63,34 @@ def save_jacobian_figure(summary: pd.DataFrame, directory: str | Path) -> list[P
     return save_figure(jacobian_figure(summary), Path(directory) / "jacobian")
 
 
-__all__ = ["save_ablation_figure", "save_jacobian_figure"]
+def coupling_view(protein: Protein, coupling: np.ndarray, model_name: str, top: int | None = None) -> AttentionView:
+    """The strongest couplings of a Jacobian contact map drawn on the protein's structure like a head's
+    attention: an arc's weight is its coupling over the strongest one's.
+
+    Parameters
+    ----------
+    protein : Protein
+        The protein the map was computed on, with coordinates; at least as long as the map.
+    coupling : ndarray, shape (L, L)
+        Its contact score map (`read_jacobian_maps`); a map of a truncated protein covers its first residues.
+    model_name : str
+        For the title.
+    top : int, optional
+        Couplings drawn (`top_couplings`: default L, at sequence separation ≥ 6).
+
+    Returns
+    -------
+    AttentionView
+    """
+    n = coupling.shape[0]
+    rows, columns = top_couplings(coupling, top)
+    weights = np.zeros((n, n))
+    if len(rows):
+        strongest = coupling[rows, columns]
+        largest = max(float(strongest.max()), 1e-12)
+        weights[rows, columns] = np.clip(strongest / largest, COUPLING_MIN_WEIGHT, 1.0)
+    title = f"{model_name}: categorical Jacobian, top {len(rows)} couplings on {protein.id}"
+    return AttentionView(protein.subset(slice(0, n)), weights, title, min_weight=COUPLING_MIN_WEIGHT)
+
+
+__all__ = ["COUPLING_MIN_WEIGHT", "coupling_view", "save_ablation_figure", "save_jacobian_figure"]
