@@ -266,7 +266,9 @@ def test_ablate_and_report_through_the_cli(tmp_path):
     summary = json.loads((tmp_path / "run" / "ablation.json").read_text())
     assert summary["n_regression_proteins"] == 4 and summary["n_evaluation_proteins"] == 6
     assert summary["answer"].startswith("The top 3 contact heads")
-    assert (tmp_path / "run" / "ablation.png").stat().st_size > 0
+    assert summary["loss_contact_correlation"]["n_heads"] == 12
+    for figure in ("ablation.png", "ablation.svg"):  # drawn by the report into the same staged output
+        assert (tmp_path / "run" / figure).stat().st_size > 0
     report = runner.invoke(app, ["report", str(tmp_path / "run")])
     assert report.exit_code == 0, report.output
     html = (tmp_path / "run" / "report.html").read_text()

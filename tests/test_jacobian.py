@@ -154,6 +154,7 @@ def test_jacobian_run_scores_every_method_and_writes_its_files(tmp_path, mlm):
         np.testing.assert_allclose(value, result.maps[key], rtol=1e-3, atol=1e-3)  # stored as float16
     summary = pd.read_csv(tmp_path / "out" / "jacobian_summary.csv")
     assert len(summary) == 4 * 3 and set(summary.columns) >= {"jacobian", "regression", "best_head", "chance"}
+    assert not list((tmp_path / "out").glob("jacobian.*g"))  # data only: the report draws the figure
 
     limited = jacobian(mlm, records, regression_proteins=3, max_length=35, batch_size=100)
     assert limited.info["n_too_long"] == sum(len(p) > 35 for p in records) > 0
@@ -172,6 +173,8 @@ def test_jacobian_cli_report_and_show(tmp_path):
     info = json.loads((tmp_path / "run" / "jacobian.json").read_text())
     assert info["n_evaluation_proteins"] == 2 and info["seconds_per_protein"] > 0
     assert not (tmp_path / "run" / ".jacobian_cache").exists()  # removed once the run is written
+    for figure in ("jacobian.png", "jacobian.svg"):  # drawn by the report into the same staged output
+        assert (tmp_path / "run" / figure).stat().st_size > 0
     table = runner.invoke(app, ["jacobian", "--model", str(model), "--data", data, "--out", str(tmp_path / "again"),
                                 "--regression-proteins", "3", "--limit", "2", "--format", "table"])  # fmt: skip
     assert table.exit_code == 0, table.output
@@ -190,6 +193,34 @@ def test_jacobian_cli_report_and_show(tmp_path):
     missing = runner.invoke(app, ["show", "--jacobian", str(tmp_path / "run"), "--data", data, "--protein", "nope",
                                   "--out", str(tmp_path / "none.html")])  # fmt: skip
     assert missing.exit_code == 2 and "no Jacobian map" in missing.output
+
+
+def test_top_couplings_are_the_strongest_pairs_apart_in_sequence():
+    from plmlens.causal import top_couplings
+
+    scores = np.zeros((12, 12))
+    for (i, j), value in {(0, 1): 9.0, (2, 10): 5.0, (1, 7): 3.0, (0, 6): 3.0, (4, 11): 1.0}.items():
+        scores[i, j] = scores[j, i] = value
+    rows, columns = top_couplings(scores, 3)
+    # (0, 1) is too close in sequence; the tie at 3.0 keeps the order of the upper triangle.
+    assert list(zip(rows.tolist(), columns.tolist(), strict=True)) == [(2, 10), (0, 6), (1, 7)]
+    assert len(top_couplings(scores)[0]) == 12  # L by default
+    assert len(top_couplings(scores, 100)[0]) == len(np.triu_indices(12, k=6)[0])
+
+
+def test_a_coupling_view_weighs_each_pair_by_the_strongest():
+    from plmlens.report import coupling_view
+
+    protein = Protein("p", "ACDEFGHIKLMN", ca=np.arange(12 * 3, dtype=float).reshape(12, 3))
+    scores = np.zeros((12, 12))
+    scores[2, 10] = scores[10, 2] = 4.0
+    scores[0, 6] = scores[6, 0] = 1.0
+    view = coupling_view(protein, scores, "tiny", top=3)
+    assert view.title == "tiny: categorical Jacobian, top 3 couplings on p"
+    weights = view.attention
+    assert weights[2, 10] == 1.0 and weights[0, 6] == 0.25
+    # The third pair, uncoupled, is still drawn, at the lightest weight.
+    assert sorted(weights[weights > 0].tolist()) == [1e-3, 0.25, 1.0] and view.min_weight == 1e-3
 
 
 @pytest.mark.integration

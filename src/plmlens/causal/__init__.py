@@ -3,7 +3,8 @@
 
 `HeadAblation` knocks heads out of any supported model for the duration of a ``with`` block; `ablate`
 measures what each head and group of heads costs the model; `jacobian` reads contact maps from a masked
-language model's own logits and scores them beside the attention baselines.
+language model's own logits and scores them beside the attention baselines. Results save data only (CSV,
+JSON, npz); `plmlens.report` draws their figures.
 """
 
 from plmlens.causal.ablation import (
@@ -31,7 +32,9 @@ from plmlens.causal.jacobian import (
     jacobian_contacts,
     protein_jacobian_contacts,
     read_jacobian_maps,
+    top_couplings,
 )
+from plmlens.causal.statistics import head_correlation, loss_and_alignment, loss_contact_correlation
 
 __all__ = [
     "ABLATION_MODES",
@@ -45,13 +48,17 @@ __all__ = [
     "JacobianUnsupportedError",
     "ablate",
     "categorical_jacobian",
+    "head_correlation",
     "head_projections",
     "jacobian",
     "jacobian_contacts",
+    "loss_and_alignment",
+    "loss_contact_correlation",
     "mean_head_outputs",
     "protein_jacobian_contacts",
     "read_jacobian_maps",
     "record_head_outputs",
     "standard_ablations",
     "top_contact_heads",
+    "top_couplings",
 ]

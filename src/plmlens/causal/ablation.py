@@ -30,6 +30,7 @@ import pandas as pd
 
 from plmlens.causal.heads import HeadAblation, head_projections, mean_head_outputs
 from plmlens.causal.jacobian import encodable, labelled_attention, split_for_regression
+from plmlens.causal.statistics import loss_contact_correlation
 from plmlens.ioutils import write_text_atomic
 from plmlens.models import ModelAdapter
 from plmlens.models.tokenizers import STANDARD_RESIDUES
@@ -210,7 +211,8 @@ def _statistics(sums: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-#: What `AblationResult.save` writes (into an analyze run directory, too); ``ablation.json`` marks a finished one.
+#: What a finished ablation run writes (into an analyze run directory, too): `AblationResult.save`'s data and the
+#: figure the report draws from it (``ablation.png``/``.svg``); ``ablation.json`` marks a finished one.
 ABLATION_OUTPUTS = OutputSet(("ablation.csv", "ablation.png", "ablation.svg", "ablation.json"), record="ablation.json")
 
 
@@ -222,30 +224,30 @@ class AblationResult:
     info: dict
 
     def save(self, directory: str | Path, contact_heads: pd.DataFrame | None = None) -> dict[str, Path]:
-        """Write ``ablation.csv``, ``ablation.json`` and the figure ``ablation.png``/``.svg`` atomically.
+        """Write ``ablation.csv`` and ``ablation.json`` atomically (data only: the report draws the figure,
+        see ``plmlens.report.causal``).
 
         Parameters
         ----------
         contact_heads : DataFrame, optional
-            The ``heads.csv`` of an analyze run of the same model, drawn beside the loss increases.
-        """
-        from plmlens.report.figures import ablation_figure, head_correlation, loss_and_alignment, save_figure
+            The ``heads.csv`` of an analyze run of the same model: the correlation of the heads' loss increases
+            with their contact alignment goes into ``info["loss_contact_correlation"]``.
 
+        Returns
+        -------
+        dict of str to Path
+            ``ablation`` (the table) and ``summary`` (the JSON).
+        """
         directory = Path(directory)
-        increase, alignment = loss_and_alignment(self.table, self.info, contact_heads)
-        if alignment is not None:
-            pearson, spearman, n = head_correlation(increase, alignment)
-            self.info["loss_contact_correlation"] = {"pearson": pearson, "spearman": spearman, "n_heads": n}
-        paths = {
+        correlation = loss_contact_correlation(self.table, self.info, contact_heads)
+        if correlation is not None:
+            self.info["loss_contact_correlation"] = correlation
+        return {
             "ablation": write_text_atomic(directory / "ablation.csv", self.table.to_csv(index=False)),
             "summary": write_text_atomic(
                 directory / "ablation.json", json.dumps(self.info, indent=2, default=float) + "\n"
             ),
         }
-        figure = ablation_figure(self.table, self.info, contact_heads)
-        for path in save_figure(figure, directory / "ablation"):
-            paths[f"figure{path.suffix}"] = path
-        return paths
 
 
 def _group_answer(table: pd.DataFrame, boot: dict[str, dict[str, np.ndarray]], statistic: str) -> dict | None:

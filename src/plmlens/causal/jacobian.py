@@ -192,7 +192,8 @@ def protein_jacobian_contacts(
     return jacobian_contacts(jacobian)
 
 
-#: What `JacobianResult.save` writes (into an analyze run directory, too); ``jacobian.json`` marks a finished one.
+#: What a finished Jacobian run writes (into an analyze run directory, too): `JacobianResult.save`'s data and the
+#: figure the report draws from its summary (``jacobian.png``/``.svg``); ``jacobian.json`` marks a finished one.
 JACOBIAN_OUTPUTS = OutputSet(
     ("jacobian.csv", "jacobian_summary.csv", "jacobian_maps.npz", "jacobian.png", "jacobian.svg", "jacobian.json"),
     record="jacobian.json",
@@ -223,29 +224,30 @@ class JacobianResult:
         return pd.DataFrame(rows)
 
     def save(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``jacobian.csv``, ``jacobian_summary.csv``, ``jacobian_maps.npz``, ``jacobian.json`` atomically
-        and the figure ``jacobian.png``/``.svg``; the maps are float16, keyed by position with the ids alongside
-        (no pickles)."""
-        from plmlens.report.figures import jacobian_figure, save_figure
+        """Write ``jacobian.csv``, ``jacobian_summary.csv``, ``jacobian_maps.npz`` and ``jacobian.json``
+        atomically; the maps are float16, keyed by position with the ids alongside (no pickles). Data only: the
+        report draws the figure (see ``plmlens.report.causal``).
 
+        Returns
+        -------
+        dict of str to Path
+            ``jacobian``, ``summary_table``, ``maps`` and ``summary`` (the JSON).
+        """
         directory = Path(directory)
-
         buffer = io.BytesIO()
         ids = list(self.maps)
         arrays = {f"map{k}": self.maps[key].astype(np.float16) for k, key in enumerate(ids)}
         np.savez_compressed(buffer, ids=np.array(ids, dtype=str), **arrays)
-        summary = self.summary_table()
-        paths = {
+        return {
             "jacobian": write_text_atomic(directory / "jacobian.csv", self.table.to_csv(index=False)),
-            "summary_table": write_text_atomic(directory / "jacobian_summary.csv", summary.to_csv(index=False)),
+            "summary_table": write_text_atomic(
+                directory / "jacobian_summary.csv", self.summary_table().to_csv(index=False)
+            ),
             "maps": write_bytes_atomic(directory / "jacobian_maps.npz", buffer.getvalue()),
             "summary": write_text_atomic(
                 directory / "jacobian.json", json.dumps(self.info, indent=2, default=float) + "\n"
             ),
         }
-        for path in save_figure(jacobian_figure(summary), directory / "jacobian"):
-            paths[f"figure{path.suffix}"] = path
-        return paths
 
 
 def read_jacobian_maps(path: str | Path) -> dict[str, np.ndarray]:
@@ -253,6 +255,30 @@ def read_jacobian_maps(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(Path(path), allow_pickle=False) as data:
         ids = [str(i) for i in data["ids"]]
         return {protein_id: data[f"map{k}"].astype(np.float64) for k, protein_id in enumerate(ids)}
+
+
+def top_couplings(coupling: np.ndarray, k: int | None = None, min_separation: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """The strongest couplings of a Jacobian contact map, the pairs `show --jacobian` draws.
+
+    Parameters
+    ----------
+    coupling : ndarray, shape (L, L)
+        A symmetric contact score map (`jacobian_contacts`, `read_jacobian_maps`).
+    k : int, optional
+        Couplings kept (default, and for 0: L, as many as the protein has residues).
+    min_separation : int
+        Pairs closer in sequence are left out, as from the contact ranges scored (separation ≥ 6).
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        Residue indices ``i < j`` of the pairs, strongest first (ties in the order of ``np.triu_indices``).
+    """
+    n = coupling.shape[0]
+    i, j = np.triu_indices(n, k=min_separation)
+    count = min(k or n, len(i))
+    order = np.argsort(-coupling[i, j], kind="stable")[:count]
+    return i[order], j[order]
 
 
 def split_for_regression(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -32,6 +32,11 @@ from plmlens.cli.common import (
     run_errors,
 )
 from plmlens.proteins import SourceError, iter_records
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from plmlens.causal import AblationResult, JacobianResult
 
 #: Where `plmlens jacobian` keeps finished maps until the run is written: an interrupted run, started again with
 #: the same options, resumes from them.
@@ -124,7 +129,7 @@ def ablate(
         result = _ablate(adapter, records, data, analysis, contact_heads, mode=mode, top_heads=top_heads,
                          random_groups=random_groups, regression_proteins=regression_proteins, limit=limit, seed=seed,
                          batch_size=batch_size, max_length=max_length, bootstrap=bootstrap)  # fmt: skip
-        commit_or_exit(claim, lambda directory: result.save(directory, contact_heads))
+        commit_or_exit(claim, lambda staging: _write_ablation(result, staging, contact_heads))
     _print_ablation(result, adapter.name, mode, out_dir, fmt)
 
 
@@ -151,6 +156,14 @@ def _ablate(adapter, records, data: str, analysis: Path | None, contact_heads, *
     if analysis is not None:
         result.info["analysis"] = str(analysis)
     return result
+
+
+def _write_ablation(result: AblationResult, directory: Path, contact_heads: pd.DataFrame | None) -> None:
+    """The run's data and then its figure, drawn by the report, into one staging folder: committed together."""
+    from plmlens.report.causal import save_ablation_figure
+
+    result.save(directory, contact_heads)
+    save_ablation_figure(result.table, result.info, directory, contact_heads)
 
 
 def _print_ablation(result, model_name: str, mode: str, out_dir: Path, fmt: OutputFormat) -> None:
@@ -210,7 +223,8 @@ def jacobian(
         print_start("jacobian", adapter, data)
         result = _jacobian(adapter, records, data, max_length=max_length, regression_proteins=regression_proteins,
                            limit=limit, seed=seed, batch_size=batch_size, cache=out_dir / JACOBIAN_CACHE)  # fmt: skip
-        commit_or_exit(claim, result.save, "; the finished maps are kept: run the same command again to resume")
+        commit_or_exit(claim, lambda staging: _write_jacobian(result, staging),
+                       "; the finished maps are kept: run the same command again to resume")  # fmt: skip
         shutil.rmtree(out_dir / JACOBIAN_CACHE, ignore_errors=True)
     _print_jacobian(result, adapter, out_dir, fmt)
 
@@ -232,6 +246,14 @@ def _jacobian(adapter, records, data: str, **settings):
             result = run_jacobian(adapter, records, progress=update, **settings)
     result.info["data"] = data
     return result
+
+
+def _write_jacobian(result: JacobianResult, directory: Path) -> None:
+    """The run's data and then its figure, drawn by the report, into one staging folder: committed together."""
+    from plmlens.report.causal import save_jacobian_figure
+
+    result.save(directory)
+    save_jacobian_figure(result.summary_table(), directory)
 
 
 def _print_jacobian(result, adapter, out_dir: Path, fmt: OutputFormat) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,6 +24,12 @@ from plmlens.cli.common import (
 )
 from plmlens.proteins import iter_proteins
 from plmlens.proteins.record import Protein
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from plmlens.report import AttentionView
+    from plmlens.report.interactive import ExampleSet
 
 
 def _parse_head(text: str) -> tuple[int, int]:
@@ -113,18 +119,31 @@ def _show_view(model, structure, head, chain, min_weight, jacobian, data, protei
 
 
 def _jacobian_view(directory: Path, structure: Path | None, chain: str | None, data: str | None,
-                   protein_id: str | None, top: int | None):  # fmt: skip
-    """The top couplings of a Jacobian map drawn like a head: weight = coupling / the protein's largest."""
-    import numpy as np
-
+                   protein_id: str | None, top: int | None) -> AttentionView:  # fmt: skip
+    """The top couplings of a Jacobian map drawn like a head (`plmlens.report.coupling_view`)."""
     from plmlens.causal import read_jacobian_maps
-    from plmlens.proteins import SourceError, StructureOptions, read_structure_file
-    from plmlens.report import AttentionView
+    from plmlens.report import coupling_view
 
     maps_file = directory / "jacobian_maps.npz"
     if not maps_file.is_file():
         raise fail(f"{directory}: no jacobian_maps.npz (written by plmlens jacobian --out)")
     maps = read_jacobian_maps(maps_file)
+    protein = _mapped_protein(maps, maps_file, structure, chain, data, protein_id)
+    scores = maps[protein.id]
+    n = scores.shape[0]
+    if len(protein) < n:
+        raise fail(f"{protein.id}: the map covers {n} residues, the structure read has {len(protein)}")
+    info_file = directory / "jacobian.json"
+    name = json.loads(info_file.read_text())["model"]["name"] if info_file.is_file() else "model"
+    return coupling_view(protein, scores, name, top)
+
+
+def _mapped_protein(maps: dict[str, np.ndarray], maps_file: Path, structure: Path | None, chain: str | None,
+                    data: str | None, protein_id: str | None) -> Protein:  # fmt: skip
+    """The protein of --structure (its first chain with a map) or of --data and --protein, which must have a
+    map in `maps`; else one line and exit 2."""
+    from plmlens.proteins import SourceError, StructureOptions, read_structure_file
+
     if structure is not None:
         options = StructureOptions(chains=(chain,) if chain else None, dssp=False, min_length=1)
         candidates = [r for r in read_structure_file(structure, options) if isinstance(r, Protein)]
@@ -141,70 +160,23 @@ def _jacobian_view(directory: Path, structure: Path | None, chain: str | None, d
     if protein is None or protein.id not in maps:
         known = ", ".join(list(maps)[:5])
         raise fail(f"no Jacobian map for {wanted} in {maps_file} (it holds {len(maps)}: {known}, ...)")
-    scores = maps[protein.id]
-    n = scores.shape[0]
-    if len(protein) < n:
-        raise fail(f"{protein.id}: the map covers {n} residues, the structure read has {len(protein)}")
-    i, j = np.triu_indices(n, k=6)
-    count = min(top or n, len(i))
-    order = np.argsort(-scores[i, j], kind="stable")[:count]
-    largest = max(float(scores[i, j][order].max()), 1e-12) if count else 1.0
-    weights = np.zeros((n, n))
-    weights[i[order], j[order]] = np.clip(scores[i[order], j[order]] / largest, 1e-3, 1.0)
-    info_file = directory / "jacobian.json"
-    name = json.loads(info_file.read_text())["model"]["name"] if info_file.is_file() else "model"
-    title = f"{name}: categorical Jacobian, top {count} couplings on {protein.id}"
-    return AttentionView(protein.subset(slice(0, n)), weights, title, min_weight=1e-3)
+    return protein
 
 
-def _examples(summary: dict, candidates: int, per_head: int, min_arc_weight: float, batch_size: int = 4):
-    """Example proteins for the report's head explorer, or why there are none.
+def _examples(
+    summary: dict, candidates: int, per_head: int, min_arc_weight: float
+) -> tuple[ExampleSet | None, str | None]:
+    """Example proteins for the report's head explorer (`plmlens.report.examples_for_run`), or None and why
+    there are none; a model that cannot be loaded is also told on the console."""
+    from plmlens.report import NoExamplesError, examples_for_run
 
-    Runs up to `candidates` proteins of the run's data through the model once, counts each head's arcs
-    above the run's θ per protein, and keeps, for every head, its `per_head` proteins with the most arcs
-    (their arcs ≥ `min_arc_weight`, all heads, float16).
-
-    Returns
-    -------
-    (ExampleSet or None, str or None)
-        The examples, or None and a one-line reason (e.g. the model cannot be loaded offline).
-    """
-    from itertools import islice
-
-    from plmlens.models import ModelLoadError, load_model
-    from plmlens.proteins import SourceError
-    from plmlens.report.interactive import ExampleCollector
-
-    data = summary.get("data")
-    if not data:
-        return None, "the run does not name its data"
-    described = summary["model"]
-    if not isinstance(described.get("name"), str):
-        return None, "the run does not name its model"
-    # A random-weights run is drawn with the weights it ran with: the same seed draws them again.
-    random_init, init_seed = bool(described.get("random_init")), described.get("init_seed") or 0
     try:
-        adapter = load_model(described["name"], random_init=random_init, seed=init_seed)
-    except ModelLoadError as error:
-        console.print(f"[yellow]no 3D views:[/] {escape_text(str(error))}", soft_wrap=True)
-        return None, f"the model {described['name']} could not be loaded ({str(error).splitlines()[0]})"
-    try:
-        proteins = list(islice(iter_proteins(data), candidates))
-    except (SourceError, OSError) as error:
-        return None, f"the run's data {data} could not be read ({error})"
-    if not proteins:
-        return None, f"the run's data {data} has no proteins"
-    collector = ExampleCollector(adapter.n_layers, adapter.n_heads, float(summary["threshold"]), min_arc_weight)
-    max_length = int(summary.get("max_length") or 512)
-    for start in range(0, len(proteins), batch_size):
-        batch = proteins[start : start + batch_size]
-        for output in adapter.iter_layers(batch, max_length=max_length, hidden_states=False):
-            for b, protein in enumerate(batch):
-                n = int(output.lengths[b])
-                # Truncated proteins keep their first residues: the record is cut to match.
-                seen = protein if n == len(protein) else protein.subset(slice(0, n))
-                collector.add(seen, output.layer, output.attention[b].numpy(), key=start + b)
-    return collector.select(per_head), None
+        examples = examples_for_run(summary, candidates=candidates, per_head=per_head, min_arc_weight=min_arc_weight)
+    except NoExamplesError as error:
+        if error.warning is not None:
+            console.print(f"[yellow]no 3D views:[/] {escape_text(error.warning)}", soft_wrap=True)
+        return None, str(error)
+    return examples, None
 
 
 @app.command()

@@ -532,36 +532,12 @@ def _layer_head_axes(ax, n_layers: int, n_heads: int) -> None:
     ax.set_ylabel("Layer")
 
 
-def head_correlation(first: np.ndarray, second: np.ndarray) -> tuple[float, float, int]:
-    """Pearson and Spearman r between two per-head grids over the heads where both are finite (NaN below 3)."""
-    from scipy import stats
-
-    keep = np.isfinite(first) & np.isfinite(second)
-    if keep.sum() < 3 or np.ptp(first[keep]) == 0 or np.ptp(second[keep]) == 0:
-        return float("nan"), float("nan"), int(keep.sum())
-    return (float(stats.pearsonr(first[keep], second[keep])[0]),
-            float(stats.spearmanr(first[keep], second[keep])[0]), int(keep.sum()))  # fmt: skip
-
-
-def loss_and_alignment(
-    table: pd.DataFrame, info: dict, contact_heads: pd.DataFrame | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per head, as (layers, heads) arrays: the loss increase of its single-head ablation (an ``ablation.csv``
-    table), and with an analyze run's ``heads.csv`` its contact alignment in % (NaN for heads with few arcs)."""
-    n_layers, n_heads = int(info["model"]["layers"]), int(info["model"]["heads"])
-    rows = table[table["kind"] == "head"]
-    increase = np.full((n_layers, n_heads), np.nan)
-    increase[rows["layer"].astype(int) - 1, rows["head"].astype(int) - 1] = rows["delta_loss"]
-    if contact_heads is None:
-        return increase, None
-    alignment, few = property_grid(contact_heads, "contact")
-    return increase, np.where(few, np.nan, alignment * 100)[:n_layers, :n_heads]
-
-
 def ablation_figure(table: pd.DataFrame, info: dict, contact_heads: pd.DataFrame | None = None) -> Figure:
     """Loss increase of each head's ablation as a layers × heads heatmap, beside the contact-alignment heatmap
     of an analyze run when given (with the correlation of the two over heads), and the top contact heads'
     group against the random groups of as many heads."""
+    from plmlens.causal.statistics import head_correlation, loss_and_alignment
+
     n_layers, n_heads = int(info["model"]["layers"]), int(info["model"]["heads"])
     increase, alignment = loss_and_alignment(table, info, contact_heads)
     groups = table[table["kind"].isin(["top_contact", "random"])]

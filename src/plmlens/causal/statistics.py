@@ -1,0 +1,86 @@
+"""Per-head statistics of a head-ablation run: each head's loss increase beside its contact alignment.
+
+`AblationResult.save` records their correlation in ``ablation.json``; the report's ablation figure draws the
+same two grids, so both read them from here and agree by construction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def head_correlation(first: np.ndarray, second: np.ndarray) -> tuple[float, float, int]:
+    """Pearson and Spearman r between two per-head grids over the heads where both are finite.
+
+    Parameters
+    ----------
+    first, second : ndarray, shape (layers, heads)
+
+    Returns
+    -------
+    (float, float, int)
+        Pearson r, Spearman r, and the number of heads compared; both r are NaN below 3 heads or when
+        either grid is constant over them.
+    """
+    from scipy import stats
+
+    keep = np.isfinite(first) & np.isfinite(second)
+    if keep.sum() < 3 or np.ptp(first[keep]) == 0 or np.ptp(second[keep]) == 0:
+        return float("nan"), float("nan"), int(keep.sum())
+    return (float(stats.pearsonr(first[keep], second[keep])[0]),
+            float(stats.spearmanr(first[keep], second[keep])[0]), int(keep.sum()))  # fmt: skip
+
+
+def _contact_alignment(heads: pd.DataFrame) -> np.ndarray:
+    """The ``contact`` proportion of an analyze run's ``heads.csv`` as a (layers, heads) grid in %, NaN for
+    heads with too few high-confidence arcs to say."""
+    rows = heads[heads["property"] == "contact"]
+    n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
+    values = np.full((n_layers, n_heads), np.nan)
+    few = np.zeros((n_layers, n_heads), dtype=bool)
+    values[rows["layer"] - 1, rows["head"] - 1] = rows["proportion"]
+    few[rows["layer"] - 1, rows["head"] - 1] = rows["few_arcs"].astype(bool)
+    return np.where(few, np.nan, values * 100)
+
+
+def loss_and_alignment(
+    table: pd.DataFrame, info: dict, contact_heads: pd.DataFrame | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per head, as (layers, heads) arrays: the loss increase of its single-head ablation, and its contact
+    alignment.
+
+    Parameters
+    ----------
+    table : DataFrame
+        An ablation table (``ablation.csv``, `AblationResult.table`).
+    info : dict
+        The run's summary (``ablation.json``); its ``model`` gives the layers and heads.
+    contact_heads : DataFrame, optional
+        The ``heads.csv`` of an analyze run of the same model.
+
+    Returns
+    -------
+    (ndarray, ndarray or None)
+        The loss increase (NaN for heads not ablated alone), and with `contact_heads` the contact alignment
+        in % of high-confidence attention (NaN for heads with few arcs).
+    """
+    n_layers, n_heads = int(info["model"]["layers"]), int(info["model"]["heads"])
+    rows = table[table["kind"] == "head"]
+    increase = np.full((n_layers, n_heads), np.nan)
+    increase[rows["layer"].astype(int) - 1, rows["head"].astype(int) - 1] = rows["delta_loss"]
+    if contact_heads is None:
+        return increase, None
+    return increase, _contact_alignment(contact_heads)[:n_layers, :n_heads]
+
+
+def loss_contact_correlation(
+    table: pd.DataFrame, info: dict, contact_heads: pd.DataFrame | None
+) -> dict[str, float | int] | None:
+    """``{"pearson", "spearman", "n_heads"}`` between the heads' loss increases and their contact alignment
+    (see `loss_and_alignment`), or None without an analyze run's ``heads.csv``."""
+    increase, alignment = loss_and_alignment(table, info, contact_heads)
+    if alignment is None:
+        return None
+    pearson, spearman, n = head_correlation(increase, alignment)
+    return {"pearson": pearson, "spearman": spearman, "n_heads": n}
