@@ -102,3 +102,15 @@ def test_saving_causal_results_loads_no_matplotlib(tmp_path):
     assert seen["files"] == ["ablation.csv", "ablation.json", "jacobian.csv", "jacobian.json", "jacobian_maps.npz",
                              "jacobian_summary.csv"]  # fmt: skip
     assert seen["correlation"] == {"pearson": pytest.approx(1.0), "spearman": pytest.approx(1.0), "n_heads": 3}
+
+
+def test_the_shared_utilities_import_no_layer():
+    """``ioutils``, ``outputs``, ``rundir`` and ``distributed`` sit under every layer: they import none."""
+    offending = [
+        f"{path.name}:{line} imports {module}"
+        for path in sorted(SOURCE.glob("*.py"))
+        if path.name not in ("__main__.py", "__init__.py")
+        for line, module in _imports(path)
+        if _layer(module) > 0
+    ]
+    assert offending == []

@@ -323,6 +323,18 @@ class AnalysisResult:
         return cls(Accumulator.load(run.accumulator_path()), alpha=summary.get("alpha", 0.05), info=info)
 
 
+def property_grid(heads: pd.DataFrame, prop: str, column: str = "proportion") -> tuple[np.ndarray, np.ndarray]:
+    """One property's `column` of a heads frame (``heads.csv``) as a (layers, heads) array, and which heads
+    have few arcs."""
+    rows = heads[heads["property"] == prop]
+    n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
+    values = np.full((n_layers, n_heads), np.nan)
+    few = np.zeros((n_layers, n_heads), dtype=bool)
+    values[rows["layer"] - 1, rows["head"] - 1] = rows[column]
+    few[rows["layer"] - 1, rows["head"] - 1] = rows["few_arcs"].astype(bool)
+    return values, few
+
+
 def total_arcs(acc: Accumulator) -> int | None:
     """High-confidence arcs (α > θ) over all layers and heads: the run's ``n_arcs_total``.
 

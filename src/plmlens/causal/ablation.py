@@ -34,11 +34,11 @@ from plmlens.causal.statistics import loss_contact_correlation
 from plmlens.ioutils import write_text_atomic
 from plmlens.models import ModelAdapter
 from plmlens.models.tokenizers import STANDARD_RESIDUES
-from plmlens.outputs import OutputSet
 from plmlens.probing.metrics import contact_precisions
 from plmlens.probing.regression import ContactRegression
 from plmlens.proteins import Protein, contact_map
 from plmlens.proteins.skips import Skipped
+from plmlens.rundir import ABLATION
 
 #: Share of residues masked for the masked-LM loss.
 MASK_FRACTION = 0.15
@@ -142,7 +142,7 @@ class _Evaluation:
 
 def _prepare(adapter: ModelAdapter, proteins: Sequence[Protein], seed: int, max_length: int) -> _Evaluation:
     limit = min(max_length, adapter.max_length) - adapter.tokenizer.n_special
-    cut = [p if len(p) <= limit else p.subset(slice(0, limit)) for p in proteins]
+    cut = [p.first(limit) for p in proteins]
     columns = {c: k for k, c in enumerate(STANDARD_RESIDUES)}
     truth = [np.array([columns.get(c, -1) for c in p.sequence.upper()]) for p in cut]
     masks = None if adapter.causal else [_masked_positions(k, len(p), seed) for k, p in enumerate(cut)]
@@ -213,7 +213,7 @@ def _statistics(sums: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
 
 #: What a finished ablation run writes (into an analyze run directory, too): `AblationResult.save`'s data and the
 #: figure the report draws from it (``ablation.png``/``.svg``); ``ablation.json`` marks a finished one.
-ABLATION_OUTPUTS = OutputSet(("ablation.csv", "ablation.png", "ablation.svg", "ablation.json"), record="ablation.json")
+ABLATION_OUTPUTS = ABLATION.outputs
 
 
 @dataclass

@@ -29,12 +29,12 @@ import torch
 from plmlens.ioutils import write_bytes_atomic, write_text_atomic
 from plmlens.models import ModelAdapter, SequenceError
 from plmlens.models.tokenizers import STANDARD_RESIDUES
-from plmlens.outputs import OutputSet
 from plmlens.probing.metrics import apc, contact_precisions
 from plmlens.probing.regression import ContactRegression, head_contact_scores
 from plmlens.proteins import CONTACT_RANGES, Protein, contact_map
 from plmlens.proteins.ids import unique_ids
 from plmlens.proteins.skips import Skipped
+from plmlens.rundir import JACOBIAN
 
 #: The three contact maps `jacobian` scores, in the order of its table's columns.
 METHODS = ("jacobian", "regression", "best_head")
@@ -194,10 +194,7 @@ def protein_jacobian_contacts(
 
 #: What a finished Jacobian run writes (into an analyze run directory, too): `JacobianResult.save`'s data and the
 #: figure the report draws from its summary (``jacobian.png``/``.svg``); ``jacobian.json`` marks a finished one.
-JACOBIAN_OUTPUTS = OutputSet(
-    ("jacobian.csv", "jacobian_summary.csv", "jacobian_maps.npz", "jacobian.png", "jacobian.svg", "jacobian.json"),
-    record="jacobian.json",
-)
+JACOBIAN_OUTPUTS = JACOBIAN.outputs
 
 
 @dataclass
@@ -355,7 +352,7 @@ def labelled_attention(
     for protein in proteins:
         attention = adapter.attention(protein, max_length=max_length).astype(np.float64)
         n = attention.shape[-1]
-        contact = contact_map(protein if n == len(protein) else protein.subset(slice(0, n)))
+        contact = contact_map(protein.first(n))
         if contact.count():
             yield attention, contact
 
@@ -465,7 +462,7 @@ def jacobian(
         else:
             resumed += 1
         n = coupling.shape[0]
-        cut = protein if n == len(protein) else protein.subset(slice(0, n))
+        cut = protein.first(n)
         contacts = contact_map(cut)
         maps[protein.id] = coupling
         if contacts.count():

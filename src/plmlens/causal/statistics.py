@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from plmlens.analysis.result import property_grid
+
 
 def head_correlation(first: np.ndarray, second: np.ndarray) -> tuple[float, float, int]:
     """Pearson and Spearman r between two per-head grids over the heads where both are finite.
@@ -35,12 +37,7 @@ def head_correlation(first: np.ndarray, second: np.ndarray) -> tuple[float, floa
 def _contact_alignment(heads: pd.DataFrame) -> np.ndarray:
     """The ``contact`` proportion of an analyze run's ``heads.csv`` as a (layers, heads) grid in %, NaN for
     heads with too few high-confidence arcs to say."""
-    rows = heads[heads["property"] == "contact"]
-    n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
-    values = np.full((n_layers, n_heads), np.nan)
-    few = np.zeros((n_layers, n_heads), dtype=bool)
-    values[rows["layer"] - 1, rows["head"] - 1] = rows["proportion"]
-    few[rows["layer"] - 1, rows["head"] - 1] = rows["few_arcs"].astype(bool)
+    values, few = property_grid(heads, "contact")
     return np.where(few, np.nan, values * 100)
 
 

@@ -48,7 +48,7 @@ def _head_view(adapter, protein, layer: int, head: int, min_weight: float, title
             f"head {layer}-{head} is outside {adapter.name}'s {adapter.n_layers} layers × {adapter.n_heads} heads"
         )
     attention = adapter.attention(protein)[layer - 1, head - 1]
-    return AttentionView(protein.subset(slice(0, attention.shape[0])), attention, title, min_weight=min_weight)
+    return AttentionView(protein.first(attention.shape[0]), attention, title, min_weight=min_weight)
 
 
 @app.command()
@@ -200,15 +200,15 @@ def report(
     """The paper's figures (PNG + SVG in RUN_DIR/figures) and one self-contained RUN_DIR/report.html, whose
     head heatmaps are clickable: a head's statistics and its attention on example proteins in 3D."""
     from plmlens.report import REPORT_OUTPUTS
+    from plmlens.rundir import RunDir, RunDirError
 
-    if not (run_dir / "summary.json").exists():
+    run = RunDir(run_dir)
+    if not run.is_analysis():
         raise fail(f"{run_dir}: no summary.json (run `plmlens analyze --out {run_dir}` first)")
     try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError, RecursionError) as error:
-        raise fail(f"{run_dir / 'summary.json'}: not readable ({type(error).__name__})") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("model"), dict):
-        raise fail(f"{run_dir / 'summary.json'}: not the summary of a plmlens analyze run")
+        summary = run.summary()
+    except RunDirError as error:
+        raise fail(str(error)) from None
     with claim_or_exit(run_dir, REPORT_OUTPUTS, overwrite=overwrite) as claim:
         _report(claim, run_dir, summary, views, min_weight, candidates, examples_per_head, min_arc_weight)
     out.print(f"wrote {escape_text(run_dir / 'report.html')} and {escape_text(run_dir / 'figures')}/", highlight=False)
@@ -219,6 +219,7 @@ def _report(claim, run_dir: Path, summary: dict, views: bool, min_weight: float,
     """Find the examples and write report.html and figures/ into the claimed run directory."""
     from plmlens.analysis import AccumulatorFileError
     from plmlens.report import ViewerError, build_report, ngl_javascript
+    from plmlens.rundir import RunDirError
 
     missing_ngl = None
     if views:
@@ -236,7 +237,7 @@ def _report(claim, run_dir: Path, summary: dict, views: bool, min_weight: float,
         try:
             commit_or_exit(claim, lambda staging: build_report(run_dir, examples=examples, examples_note=note,
                                                                draw_weight=min_weight, out_dir=staging))  # fmt: skip
-        except (ViewerError, AccumulatorFileError) as error:
+        except (ViewerError, AccumulatorFileError, RunDirError) as error:
             raise fail(str(error)) from None
         except (KeyError, ValueError) as error:  # a hand-edited table (pandas' parser errors are ValueErrors)
             raise fail(f"{run_dir}: damaged analyze output ({type(error).__name__}: {error})") from None

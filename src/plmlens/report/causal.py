@@ -90,7 +90,7 @@ def coupling_view(protein: Protein, coupling: np.ndarray, model_name: str, top: 
         largest = max(float(strongest.max()), 1e-12)
         weights[rows, columns] = np.clip(strongest / largest, COUPLING_MIN_WEIGHT, 1.0)
     title = f"{model_name}: categorical Jacobian, top {len(rows)} couplings on {protein.id}"
-    return AttentionView(protein.subset(slice(0, n)), weights, title, min_weight=COUPLING_MIN_WEIGHT)
+    return AttentionView(protein.first(n), weights, title, min_weight=COUPLING_MIN_WEIGHT)
 
 
 __all__ = ["COUPLING_MIN_WEIGHT", "coupling_view", "save_ablation_figure", "save_jacobian_figure"]

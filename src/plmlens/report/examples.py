@@ -68,7 +68,7 @@ def collect_examples(
             for b, protein in enumerate(batch):
                 n = int(output.lengths[b])
                 # Truncated proteins keep their first residues: the record is cut to match.
-                seen = protein if n == len(protein) else protein.subset(slice(0, n))
+                seen = protein.first(n)
                 # Keyed by position: ids may repeat in a source.
                 collector.add(seen, output.layer, output.attention[b].numpy(), key=start + b)
     return collector.select(per_head)

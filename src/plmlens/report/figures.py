@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from plmlens.analysis import AMINO_ACIDS, family_members, property_label
-from plmlens.analysis.result import MIN_ARCS, blosum62
+from plmlens.analysis.result import MIN_ARCS, blosum62, property_grid
 from plmlens.proteins import STANDARD_AMINO_ACIDS
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
@@ -57,17 +57,6 @@ def fit_text(text: str, width_inches: float, fontsize: float | str) -> str:
     size = matplotlib.font_manager.FontProperties(size=fontsize).get_size_in_points()
     columns = max(12, int(width_inches * 72 / (0.6 * size)))
     return "\n".join(textwrap.wrap(text, columns)) if len(text) > columns else text
-
-
-def property_grid(heads: pd.DataFrame, prop: str, column: str = "proportion") -> tuple[np.ndarray, np.ndarray]:
-    """One property's `column` of a heads frame as a (layers, heads) array, and which heads have few arcs."""
-    rows = heads[heads["property"] == prop]
-    n_layers, n_heads = int(heads["layer"].max()), int(heads["head"].max())
-    values = np.full((n_layers, n_heads), np.nan)
-    few = np.zeros((n_layers, n_heads), dtype=bool)
-    values[rows["layer"] - 1, rows["head"] - 1] = rows[column]
-    few[rows["layer"] - 1, rows["head"] - 1] = rows["few_arcs"].astype(bool)
-    return values, few
 
 
 def _ticks(n: int) -> np.ndarray:

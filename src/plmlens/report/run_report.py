@@ -21,6 +21,7 @@ from plmlens.analysis import (
 )
 from plmlens.ioutils import write_text_atomic
 from plmlens.report import figures
+from plmlens.report.causal import save_ablation_figure, save_jacobian_figure
 from plmlens.report.html import HeadLink, Picture, Table, frame_table, inline_script, macro, render, table_html
 from plmlens.report.interactive import ExampleSet, HeatmapPanel, explorer_context, panel_of
 from plmlens.report.numbers import fmt_number, fmt_p, fmt_percent
@@ -162,7 +163,7 @@ def build_report(
         layers=Picture.from_file(written["layers"][0], "layer profiles"),
         probes=_probe_section(run, written),
         amino_acids=_amino_acid_section(run, written, summary),
-        causal=causal_context(run_dir),
+        causal=causal_context(run_dir, out_dir / "figures"),
         views=[view.context(f"view{k}") for k, view in enumerate(views or [])],
     )
     return write_text_atomic(out_dir / "report.html", text)
@@ -239,16 +240,23 @@ def _amino_acid_section(run: RunDir, written: dict[str, list[Path]], summary: di
     }
 
 
-def causal_context(run_dir: str | Path) -> dict:
+def causal_context(run_dir: str | Path, figures_dir: str | Path | None = None) -> dict:
     """What the report's head-ablation and categorical-Jacobian sections (``causal.html``) show, when
     ``plmlens ablate`` or ``plmlens jacobian`` wrote their outputs into the run directory (or its
-    ``ablation/`` or ``jacobian/``): ``{"ablation": dict or None, "jacobian": dict or None}``."""
+    ``ablation/`` or ``jacobian/``): ``{"ablation": dict or None, "jacobian": dict or None}``.
+
+    The figures are those the commands drew beside their data; where one is missing (a result saved from
+    Python writes data only) it is drawn into `figures_dir`, the report's own ``figures/``.
+    """
     run = RunDir(run_dir)
     context: dict[str, dict | None] = {"ablation": None, "jacobian": None}
     ablation = run.ablation()
     if ablation is not None:
         table, info, directory = ablation
         figure = directory / "ablation.png"
+        if not figure.is_file() and figures_dir is not None:
+            contact_heads = run.heads() if run.is_analysis() else None
+            figure = save_ablation_figure(table, info, figures_dir, contact_heads)[0]
         groups = table[table["kind"] != "head"]
         columns = ["ablation", "heads", "loss", "delta_loss", "delta_loss_low", "delta_loss_high", "delta_recovery",
                    "delta_site_recovery", "delta_contact_long_p_at_L5"]  # fmt: skip
@@ -264,14 +272,14 @@ def causal_context(run_dir: str | Path) -> dict:
         summary, info, directory = jacobian
         best = info.get("best_head", {})
         chart = directory / "jacobian.png"
-        if not chart.is_file():
-            figures.save_figure(figures.jacobian_figure(summary), chart.with_suffix(""))
+        if not chart.is_file() and figures_dir is not None:
+            chart = save_jacobian_figure(summary, figures_dir)[0]
         context["jacobian"] = {
             "n_evaluation_proteins": str(info.get("n_evaluation_proteins")),
             "n_regression_proteins": str(info.get("n_regression_proteins")),
             "best_head": f"{best.get('layer')}-{best.get('head')}",
             "seconds_per_protein": fmt_number(info.get("seconds_per_protein")), "device": str(info.get("device")),
-            "figure": Picture.from_file(chart, "Jacobian contact precision"),
+            "figure": Picture.from_file(chart, "Jacobian contact precision") if chart.is_file() else None,
             "table": _rounded(summary.rename(columns={"best_head": f"head {best.get('layer')}-{best.get('head')}"})),
         }  # fmt: skip
     return context
