@@ -101,7 +101,15 @@ class HookSpec:
     head_projection : str, optional
         Dotted path, from the layer block, of the module whose input is the heads' outputs side by side
         (``heads × head_dim`` features, head ``h`` in slice ``h``), the attention's output projection; what
-        head ablation edits. None where heads are not separable there (XLNet projects inside an einsum).
+        head ablation edits (hook point ``blocks.{l}.attn.head_out``). None where it is not known.
+    heads_mixed : bool
+        The architecture has no such module: it mixes heads inside the attention (XLNet projects inside an
+        einsum). Tells this case apart from a spec that merely does not know its projection.
+    lm_head : str, optional
+        Dotted path, from the model with its language-model head (``ModelAdapter.lm_model``), of the module
+        whose output is the logits (hook point ``lm_head``).
+
+    The specs of the known architectures are written once, in :data:`plmlens.models.families.FAMILIES`.
     """
 
     block_class: str
@@ -111,6 +119,8 @@ class HookSpec:
     hidden_layout: str = "bld"
     forward_kwargs: Mapping[str, Any] = field(default_factory=dict)
     head_projection: str | None = None
+    heads_mixed: bool = False
+    lm_head: str | None = None
 
 
 class _StoppedError(Exception):
