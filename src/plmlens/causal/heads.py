@@ -1,16 +1,17 @@
 """Per-head access to a model's attention outputs: knocking heads out, and reading what they write.
 
 Every supported architecture concatenates its heads' outputs (``heads × head_dim`` features, head ``h`` in
-slice ``h``) and feeds them to one output projection (`HookSpec.head_projection`). A forward pre-hook on
-that projection sees each head's output separately, before heads are mixed, so a head can be removed there
-without touching its attention probabilities or any other head. ALBERT shares one projection across its
-layers; the hook counts calls to know which layer is running.
+slice ``h``) and feeds them to one output projection (`HookSpec.head_projection`). The hook point
+``blocks.{l}.attn.head_out`` (:mod:`plmlens.models.hooks`) is that projection's input split per head, seen
+before heads are mixed, so a head can be removed there without touching its attention probabilities or any
+other head. ALBERT shares one projection across its layers; the hooks count calls to know which layer is
+running.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -18,13 +19,24 @@ import torch
 from torch import nn
 
 from plmlens.models import ModelAdapter
+from plmlens.models.errors import HookUnavailableError
+from plmlens.models.hooks import (
+    HEAD_OUT,
+    HookFn,
+    HookPoint,
+    attach_hooks,
+    hook_name,
+    hook_point,
+    projection_inputs,
+)
 
 #: How an ablated head's output is replaced.
 ABLATION_MODES = ("zero", "mean")
 
 
-class AblationUnsupportedError(ValueError):
-    """The model's heads cannot be separated at its output projection."""
+class AblationUnsupportedError(HookUnavailableError):
+    """The model's heads cannot be separated at its output projection (XLNet mixes them inside its attention;
+    an architecture known only from transformers' records has no known projection)."""
 
 
 def head_projections(adapter: ModelAdapter) -> list[nn.Module]:
@@ -33,61 +45,28 @@ def head_projections(adapter: ModelAdapter) -> list[nn.Module]:
     Raises
     ------
     AblationUnsupportedError
-        When the architecture mixes heads elsewhere (XLNet) or its blocks lack the module.
+        When the architecture mixes heads elsewhere (XLNet), its projection is not known, or its blocks lack
+        the module.
     """
-    path = adapter.hooks.head_projection
-    if path is None:
-        raise AblationUnsupportedError(
-            f"{adapter.name}: its {adapter.architecture} layers mix heads inside the attention, so single "
-            "heads cannot be ablated"
-        )
-    blocks = adapter.blocks
     try:
-        modules = [block.get_submodule(path) for block in blocks]
-    except AttributeError as error:
-        raise AblationUnsupportedError(f"{adapter.name}: no {path!r} in its layer blocks ({error})") from None
-    if len(modules) == 1 and adapter.n_layers > 1:
-        modules = modules * adapter.n_layers
-    if len(modules) != adapter.n_layers:
-        raise AblationUnsupportedError(f"{adapter.name}: {len(modules)} projections for {adapter.n_layers} layers")
-    return modules
+        return [hook_point(adapter, hook_name(HEAD_OUT, layer)).module for layer in range(adapter.n_layers)]
+    except HookUnavailableError as error:
+        raise AblationUnsupportedError(str(error)) from None
 
 
 def head_dim(adapter: ModelAdapter) -> int:
-    """Features per head at the output projection."""
-    projection = head_projections(adapter)[0]
-    width = projection.weight.shape[1] if isinstance(projection, nn.Linear) else projection.weight.shape[0]
-    if width % adapter.n_heads:
-        raise AblationUnsupportedError(f"{adapter.name}: {width} projection inputs for {adapter.n_heads} heads")
-    return width // adapter.n_heads
+    """Features per head at the output projection (resolving it checks that they divide among the heads)."""
+    return int(projection_inputs(head_projections(adapter)[0])) // adapter.n_heads
 
 
-@contextmanager
-def _projection_hooks(
-    adapter: ModelAdapter, edit: Callable[[int, torch.Tensor], torch.Tensor | None]
-) -> Iterator[None]:
-    """Call ``edit(layer, heads_input)`` before every output projection; a returned tensor replaces the input."""
-    modules = head_projections(adapter)
-    layers_of: dict[int, list[int]] = {}
-    for layer, module in enumerate(modules):
-        layers_of.setdefault(id(module), []).append(layer)
-    calls = {key: 0 for key in layers_of}
-
-    def hook(module: nn.Module, args: tuple) -> tuple | None:
-        key = id(module)
-        served = layers_of[key]
-        layer = served[calls[key] % len(served)]
-        calls[key] += 1
-        replaced = edit(layer, args[0])
-        return None if replaced is None else (replaced, *args[1:])
-
-    unique = {id(m): m for m in modules}.values()
-    handles = [m.register_forward_pre_hook(hook) for m in unique]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+def _head_output_hooks(
+    adapter: ModelAdapter, fn: HookFn, layers: Iterable[int] | None = None
+) -> AbstractContextManager[list[HookPoint]]:
+    """Hook `fn` on ``blocks.{l}.attn.head_out`` of `layers` (default: all), after checking that the model's
+    heads can be separated at all."""
+    head_projections(adapter)  # AblationUnsupportedError, not the vocabulary's error, for unsupported models
+    chosen = range(adapter.n_layers) if layers is None else layers
+    return attach_hooks(adapter, [(hook_name(HEAD_OUT, layer), fn) for layer in chosen])
 
 
 class HeadAblation:
@@ -135,23 +114,21 @@ class HeadAblation:
             self._by_layer.setdefault(layer, []).append(head)
         self._context: Any = None
 
-    def _edit(self, layer: int, heads_input: torch.Tensor) -> torch.Tensor | None:
-        heads = self._by_layer.get(layer)
-        if not heads:
-            return None
-        edited = heads_input.clone()
-        for head in heads:
-            block = slice(head * self.dim, (head + 1) * self.dim)
+    def _edit(self, head_outputs: torch.Tensor, point: HookPoint) -> torch.Tensor:
+        """Replace the ablated heads of ``point.layer`` in a copy of its heads' outputs (..., heads, head_dim)."""
+        layer = point.layer
+        edited = head_outputs.clone()
+        for head in self._by_layer[layer]:
             if self.mode == "zero":
-                edited[..., block] = 0
+                edited[..., head, :] = 0
             else:
-                edited[..., block] = self._means[layer, head].to(edited.device, edited.dtype)
+                edited[..., head, :] = self._means[layer, head].to(edited.device, edited.dtype)
         return edited
 
     def __enter__(self) -> HeadAblation:
         if self._context is not None:
             raise RuntimeError("this HeadAblation is already active")
-        self._context = _projection_hooks(self.adapter, self._edit)
+        self._context = _head_output_hooks(self.adapter, self._edit, sorted(self._by_layer))
         self._context.__enter__()
         return self
 
@@ -164,13 +141,12 @@ class HeadAblation:
 def record_head_outputs(adapter: ModelAdapter) -> Iterator[list[torch.Tensor]]:
     """Collect each layer's heads' outputs of the next forward passes: the list gets one tensor of shape
     ``(batch, tokens, heads, head_dim)`` per layer and pass, in order (float32, on the CPU)."""
-    dim = head_dim(adapter)
     seen: list[torch.Tensor] = []
 
-    def keep(layer: int, heads_input: torch.Tensor) -> None:
-        seen.append(heads_input.detach().float().cpu().reshape(*heads_input.shape[:-1], adapter.n_heads, dim))
+    def keep(head_outputs: torch.Tensor, point: HookPoint) -> None:
+        seen.append(head_outputs.detach().float().cpu())
 
-    with _projection_hooks(adapter, keep):
+    with _head_output_hooks(adapter, keep):
         yield seen
 
 
@@ -198,11 +174,11 @@ def mean_head_outputs(
             residues[b, first : first + n] = True
         count += int(residues.sum())
 
-        def add(layer: int, heads_input: torch.Tensor, residues: torch.Tensor = residues) -> None:
-            values = heads_input.detach().double().cpu()
-            sums[layer] += values[residues].reshape(-1, adapter.n_heads, dim).sum(dim=0)
+        def add(head_outputs: torch.Tensor, point: HookPoint, residues: torch.Tensor = residues) -> None:
+            values = head_outputs.detach().double().cpu()
+            sums[point.layer] += values[residues].reshape(-1, adapter.n_heads, dim).sum(dim=0)
 
-        with _projection_hooks(adapter, add), torch.no_grad():
+        with _head_output_hooks(adapter, add), torch.no_grad():
             adapter.model(**encoding.model_inputs(adapter.device), **adapter.hooks.forward_kwargs)
     if count == 0:
         raise ValueError("no residues to average head outputs over")

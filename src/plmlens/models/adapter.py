@@ -1,12 +1,13 @@
 """The model adapter: residue-aligned attention and hidden states, one layer at a time.
 
-A :class:`ModelAdapter` wraps a transformers module and its :class:`ResidueTokenizer`. Forward hooks on
-each layer's attention module and on each layer block take the attention probabilities and the block's
-output as they are computed, cut them down to the residues of each protein (special tokens and padding
-dropped, rows *not* renormalised, as in Vig et al. 2021) and hand them over. The forward pass runs in a
-worker thread that waits for the consumer to take each layer before it computes the next, so at most a few
-layers of a batch are alive at once however deep the model. The hooks also replace the attention tensor
-that transformers would carry on in its outputs by an empty one, so the model keeps nothing either.
+A :class:`ModelAdapter` wraps a transformers module and its :class:`ResidueTokenizer`. Hooks on the named
+points ``blocks.{l}.attn.pattern`` and ``blocks.{l}.resid_post`` (:mod:`plmlens.models.hooks`) take the
+attention probabilities and the block's output as they are computed, cut them down to the residues of each
+protein (special tokens and padding dropped, rows *not* renormalised, as in Vig et al. 2021) and hand them
+over. The forward pass runs in a worker thread that waits for the consumer to take each layer before it
+computes the next, so at most a few layers of a batch are alive at once however deep the model. The hooks
+also replace the attention tensor that transformers would carry on in its outputs by an empty one, so the
+model keeps nothing either.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,17 @@ import torch
 from torch import nn
 
 from plmlens.models.errors import ModelLoadError
+from plmlens.models.hooks import (
+    ATTN_PATTERN,
+    EMBED,
+    RESID_POST,
+    HookFn,
+    HookPoint,
+    attach_hooks,
+    hook_name,
+    hook_names,
+    hook_point,
+)
 from plmlens.models.tokenizers import STANDARD_RESIDUES, Encoding, ResidueTokenizer, as_records
 from plmlens.proteins.annotations import CHAIN_TYPES, antibody_chain_type
 
@@ -101,7 +114,15 @@ class HookSpec:
     head_projection : str, optional
         Dotted path, from the layer block, of the module whose input is the heads' outputs side by side
         (``heads × head_dim`` features, head ``h`` in slice ``h``), the attention's output projection; what
-        head ablation edits. None where heads are not separable there (XLNet projects inside an einsum).
+        head ablation edits (hook point ``blocks.{l}.attn.head_out``). None where it is not known.
+    heads_mixed : bool
+        The architecture has no such module: it mixes heads inside the attention (XLNet projects inside an
+        einsum). Tells this case apart from a spec that merely does not know its projection.
+    lm_head : str, optional
+        Dotted path, from the model with its language-model head (``ModelAdapter.lm_model``), of the module
+        whose output is the logits (hook point ``lm_head``).
+
+    The specs of the known architectures are written once, in :data:`plmlens.models.families.FAMILIES`.
     """
 
     block_class: str
@@ -111,6 +132,8 @@ class HookSpec:
     hidden_layout: str = "bld"
     forward_kwargs: Mapping[str, Any] = field(default_factory=dict)
     head_projection: str | None = None
+    heads_mixed: bool = False
+    lm_head: str | None = None
 
 
 class _StoppedError(Exception):
@@ -213,6 +236,32 @@ class ModelAdapter:
     def blocks(self) -> list[nn.Module]:
         """The model's layer blocks, in order (one module for weight-shared layers such as ALBERT's)."""
         return list(self._blocks)
+
+    @property
+    def attention_modules(self) -> list[nn.Module]:
+        """The self-attention modules whose outputs hold the probabilities, in order (one when shared)."""
+        return list(self._attentions)
+
+    def hook_names(self) -> list[str]:
+        """Every hook point name this model has (see :mod:`plmlens.models.hooks`)."""
+        return hook_names(self)
+
+    def hook_point(self, name: str) -> HookPoint:
+        """Resolve a hook name, e.g. ``blocks.3.attn.head_out``, to its module and hook kind.
+
+        Raises
+        ------
+        ValueError
+            For an unknown name or layer; `HookUnavailableError` (a ValueError) for a point this model lacks.
+        """
+        return hook_point(self, name)
+
+    def attach_hooks(
+        self, hooks: Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]
+    ) -> AbstractContextManager[list[HookPoint]]:
+        """Hook functions by name while the context is open (see :func:`plmlens.models.hooks.attach_hooks`):
+        ``with adapter.attach_hooks({"blocks.0.attn.pattern": fn}): ...``."""
+        return attach_hooks(self, hooks)
 
     def _modules_named(self, class_name: str) -> list[nn.Module]:
         return [m for m in self.model.modules() if type(m).__name__ == class_name]
@@ -375,55 +424,36 @@ class ModelAdapter:
                 self._busy.release()
 
     def _forward_worker(self, encoding: Encoding, hidden_states: bool, on_device: bool, send: Any) -> None:
-        spec = self.hooks
         state: dict[str, Any] = {"layer": 0, "attention": None}
         batch, width = encoding.input_ids.shape
 
-        def on_attention(module: nn.Module, args: Any, output: Any) -> Any:
-            probs = output[spec.attention_index]
-            aligned = probs.permute(2, 3, 0, 1) if spec.attention_layout == "ijbh" else probs
-            if aligned.dim() != 4 or aligned.shape[0] != batch or aligned.shape[2:] != (width, width):
+        def on_attention(probs: torch.Tensor, point: HookPoint) -> torch.Tensor:
+            if probs.dim() != 4 or probs.shape[0] != batch or probs.shape[2:] != (width, width):
                 raise RuntimeError(
-                    f"{self.name}: attention of layer {state['layer']} has shape {tuple(aligned.shape)}, "
+                    f"{self.name}: attention of layer {state['layer']} has shape {tuple(probs.shape)}, "
                     f"expected ({batch}, heads, {width}, {width})"
                 )
-            if aligned.shape[1] != self.n_heads:
-                raise RuntimeError(f"{self.name}: {aligned.shape[1]} heads, config says {self.n_heads}")
-            state["attention"] = _residue_square(aligned, encoding, on_device)
+            if probs.shape[1] != self.n_heads:
+                raise RuntimeError(f"{self.name}: {probs.shape[1]} heads, config says {self.n_heads}")
+            state["attention"] = _residue_square(probs, encoding, on_device)
             # Hand the probabilities over and leave the model an empty tensor, so it keeps no layer.
-            replaced = list(output)
-            replaced[spec.attention_index] = probs.new_zeros((0,) * probs.dim())
-            return tuple(replaced)
+            return probs.new_zeros((0,) * probs.dim())
 
-        def on_first_block_input(module: nn.Module, args: Any, kwargs: Any) -> None:
-            # The input of the first block is the embedding layer's output whatever the architecture (after
-            # ALBERT's projection, before T5's and XLNet's first layer); a shared block is called once per
-            # layer, and only its first call is the embedding.
-            if state["layer"] != 0 or "embedding" in state:
-                return
-            h = args[0] if args else kwargs.get("hidden_states", kwargs.get("output_h"))
-            if not isinstance(h, torch.Tensor):
-                raise RuntimeError(f"{self.name}: the first {spec.block_class} got no hidden states to read")
-            if spec.hidden_layout == "lbd":
-                h = h.transpose(0, 1)
-            state["embedding"] = _residue_rows(h, encoding, on_device)
+        def on_embedding(embedding: torch.Tensor, point: HookPoint) -> None:
+            state["embedding"] = _residue_rows(embedding, encoding, on_device)
 
-        def on_block(module: nn.Module, args: Any, output: Any) -> None:
+        def on_block(hidden: torch.Tensor, point: HookPoint) -> None:
+            # The layer is counted here too: a model running more or fewer blocks than its config says is an
+            # error, not a wrapped-around layer number.
             attention = state.pop("attention", None)
             state["attention"] = None
             if attention is None:
                 raise RuntimeError(f"{self.name}: layer {state['layer']} finished without attention")
-            hidden = None
-            if hidden_states:
-                h = output[0] if isinstance(output, tuple | list) else output
-                if spec.hidden_layout == "lbd":
-                    h = h.transpose(0, 1)
-                hidden = _residue_rows(h, encoding, on_device)
             send(
                 LayerOutput(
                     layer=state["layer"],
                     attention=attention,
-                    hidden=hidden,
+                    hidden=_residue_rows(hidden, encoding, on_device) if hidden_states else None,
                     lengths=encoding.lengths,
                     ids=encoding.ids,
                     truncated=encoding.truncated,
@@ -432,14 +462,15 @@ class ModelAdapter:
             )
             state["layer"] += 1
 
-        handles = [m.register_forward_hook(on_attention) for m in self._attentions]
+        layers = range(self.n_layers)
+        hooks: list[tuple[str, HookFn]] = [(hook_name(ATTN_PATTERN, layer), on_attention) for layer in layers]
         if hidden_states:
-            handles.append(self._blocks[0].register_forward_pre_hook(on_first_block_input, with_kwargs=True))
-        handles += [m.register_forward_hook(on_block) for m in self._blocks]
+            hooks.append((EMBED, on_embedding))
+        hooks += [(hook_name(RESID_POST, layer), on_block) for layer in layers]
         try:
             # Grad mode is per thread. no_grad, not inference_mode, so callers may edit results in place.
-            with torch.no_grad():
-                self.model(**encoding.model_inputs(self.device), **spec.forward_kwargs)
+            with attach_hooks(self, hooks), torch.no_grad():
+                self.model(**encoding.model_inputs(self.device), **self.hooks.forward_kwargs)
             if state["layer"] != self.n_layers:
                 raise RuntimeError(f"{self.name}: {state['layer']} layers ran, config says {self.n_layers}")
             send(_DONE)
@@ -450,9 +481,6 @@ class ModelAdapter:
                 send(error)
             except _StoppedError:
                 return
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def attention(self, sequence: Any, max_length: int = 512) -> np.ndarray:
         """All layers' attention for one protein.

@@ -16,3 +16,11 @@ class SequenceError(ValueError):
 
     The message names the protein id.
     """
+
+
+class HookUnavailableError(ValueError):
+    """A hook point the model has no module for (e.g. ``blocks.{l}.attn.head_out`` on XLNet, which mixes
+    heads inside its attention, or on an architecture whose head projection is not known).
+
+    The message is a single line naming the model and the hook point.
+    """

@@ -1,10 +1,9 @@
 """Transformers models from the Hugging Face Hub or a local directory, architecture read from the config.
 
-The architecture families are keyed by the config's ``model_type`` (not by model name): each says which
-transformers class to build, where its attention and layer outputs are, and how proteins are written for
-it (ProtTrans models read space-separated residues with U, Z, O, B as X; ESM reads a plain string). A
-``model_type`` not listed here still loads when transformers records its attentions through
-``_can_record_outputs``.
+The architecture is looked up by the config's ``model_type`` (not by model name) in the family table of
+:mod:`plmlens.models.families`: which transformers class to build, where its attention and layer outputs
+are, and how proteins are written for it. A ``model_type`` not listed there still loads when transformers
+records its attentions through ``_can_record_outputs``.
 """
 
 from __future__ import annotations
@@ -12,135 +11,17 @@ from __future__ import annotations
 import os
 import socket
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
 
-from plmlens.models.adapter import UNBOUNDED, HookSpec, ModelAdapter
+from plmlens.models.adapter import ModelAdapter
 from plmlens.models.errors import ModelLoadError
-from plmlens.models.tokenizers import PROTTRANS_REPLACEMENTS, from_hf_tokenizer
-
-
-@dataclass(frozen=True)
-class Family:
-    """How to load and read one transformers architecture.
-
-    Parameters
-    ----------
-    architecture : str
-        Label shown in the registry.
-    model_class : str
-        transformers class of the bare encoder (or decoder), e.g. ``BertModel``.
-    hooks : HookSpec
-        Where attention and layer outputs are computed.
-    spaced : bool
-        Whether residues are written space-separated for the tokenizer.
-    replacements : mapping of str to str
-        Residue letters read as another letter.
-    causal : bool
-        Left-to-right attention.
-    max_length : callable
-        Token limit from the config.
-    """
-
-    architecture: str
-    model_class: str
-    hooks: HookSpec
-    spaced: bool = True
-    replacements: Mapping[str, str] = field(default_factory=dict)
-    causal: bool = False
-    max_length: Callable[[Any], int] = lambda config: int(config.max_position_embeddings)
-
-
-FAMILIES: dict[str, Family] = {
-    "bert": Family(
-        "BERT",
-        "BertModel",
-        HookSpec("BertLayer", "BertSelfAttention", 1, head_projection="attention.output.dense"),
-        replacements=PROTTRANS_REPLACEMENTS,
-    ),
-    "albert": Family(
-        "ALBERT",
-        "AlbertModel",
-        # One AlbertLayer shared by all layers fires once per layer; the hooks count the calls.
-        HookSpec("AlbertLayer", "AlbertAttention", 1, head_projection="attention.dense"),
-        replacements=PROTTRANS_REPLACEMENTS,
-    ),
-    "xlnet": Family(
-        "XLNet",
-        "XLNetModel",
-        HookSpec(
-            "XLNetLayer",
-            "XLNetRelativeAttention",
-            2,
-            attention_layout="ijbh",
-            hidden_layout="lbd",
-            forward_kwargs={"output_attentions": True, "use_mems": False},
-        ),
-        replacements=PROTTRANS_REPLACEMENTS,
-        max_length=lambda config: UNBOUNDED,
-    ),
-    "t5": Family(
-        "T5 encoder",
-        "T5EncoderModel",
-        HookSpec("T5Block", "T5LayerSelfAttention", -1, head_projection="layer.0.SelfAttention.o"),
-        replacements=PROTTRANS_REPLACEMENTS,
-        max_length=lambda config: UNBOUNDED,
-    ),
-    "esm": Family(
-        "ESM",
-        "EsmModel",
-        HookSpec("EsmLayer", "EsmSelfAttention", 1, head_projection="attention.output.dense"),
-        spaced=False,
-    ),
-    "roberta": Family(
-        "RoBERTa",
-        "RobertaModel",
-        HookSpec("RobertaLayer", "RobertaSelfAttention", 1, head_projection="attention.output.dense"),
-        spaced=False,
-        # Positions start after the padding index, as in fairseq.
-        max_length=lambda config: int(config.max_position_embeddings) - int(config.pad_token_id) - 1,
-    ),
-    "gpt2": Family(
-        "GPT-2",
-        "GPT2Model",
-        HookSpec("GPT2Block", "GPT2Attention", 1, head_projection="attn.c_proj"),
-        spaced=False,
-        causal=True,
-        max_length=lambda config: int(config.n_positions),
-    ),
-}
-
-
-def _family_from_recorder(model_type: str, model_class: type) -> Family:
-    """A family for an unlisted architecture, from transformers' own record of where its outputs are."""
-    record = getattr(model_class, "_can_record_outputs", None) or {}
-
-    def target(key: str, default_index: int) -> tuple[str, int] | None:
-        spec = record.get(key)
-        if isinstance(spec, list):
-            spec = spec[0] if spec else None
-        if spec is None:
-            return None
-        if isinstance(spec, type):
-            return spec.__name__, default_index
-        cls = getattr(spec, "target_class", None)
-        return (cls.__name__ if cls else spec.class_name), int(spec.index)
-
-    blocks, attention = target("hidden_states", 0), target("attentions", 1)
-    if blocks is None or attention is None:
-        raise ModelLoadError(f"model type {model_type!r} is not supported: transformers records no attentions for it")
-    return Family(
-        model_type,
-        model_class.__name__,
-        HookSpec(blocks[0], attention[0], attention[1]),
-        spaced=False,
-        max_length=lambda config: int(getattr(config, "max_position_embeddings", UNBOUNDED)),
-    )
+from plmlens.models.families import FAMILIES, Family, family_from_recorder
+from plmlens.models.tokenizers import from_hf_tokenizer
 
 
 def _is_causal(family: Family, config: Any) -> bool:
@@ -301,7 +182,7 @@ def load_hf(
             model_class = AutoModel._model_mapping[type(config)]
         except Exception as error:
             raise ModelLoadError(f"{label}: model type {config.model_type!r} is not supported") from error
-        family = _family_from_recorder(config.model_type, model_class)
+        family = family_from_recorder(config.model_type, model_class)
     model_class = getattr(transformers, family.model_class)
     causal = _is_causal(family, config)
     try:

@@ -18,11 +18,11 @@ from typing import Any
 import torch
 
 from plmlens.models.adapter import ModelAdapter
+from plmlens.models.antibody import load_antiberty, load_iglm, load_sapiens
 from plmlens.models.devices import resolve_device, resolve_dtype
 from plmlens.models.errors import ModelLoadError
 from plmlens.models.hf import load_hf
 from plmlens.models.tape import is_tape_directory, load_tape_bert
-from plmlens.models.wheels import load_antiberty, load_iglm, load_sapiens
 
 _PROTTRANS_LICENCE = "AFL-3.0 (ProtTrans)"
 _ESM_LICENCE = "MIT"

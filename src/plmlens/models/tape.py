@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from plmlens.models.adapter import HookSpec, ModelAdapter
+from plmlens.models.adapter import ModelAdapter
 from plmlens.models.checkpoints import load_exact, read_checkpoint
 from plmlens.models.errors import ModelLoadError
+from plmlens.models.families import family
 from plmlens.models.tokenizers import ResidueTokenizer, fixed_vocab_tokenizer
 
 #: TAPE's IUPAC vocabulary, in id order (songlab-cal/tape, ``tape/tokenizers.py``).
@@ -162,13 +163,14 @@ def load_tape_bert(
     state = map_tape_state_dict(read_checkpoint(weights, name))
     model = BertModel(config, add_pooling_layer=any(k.startswith("pooler.") for k in state))
     load_exact(model, state, name)
+    bert = family("bert")
     return ModelAdapter(
         name=name,
-        architecture="BERT (TAPE)",
+        architecture=f"{bert.architecture} (TAPE)",
         model=model,
         tokenizer=tape_tokenizer(),
-        hooks=HookSpec("BertLayer", "BertSelfAttention", 1, head_projection="attention.output.dense"),
-        max_length=config.max_position_embeddings,
+        hooks=bert.hooks,
+        max_length=bert.max_length(config),
         source=str(directory),
         licence="BSD-3-Clause",
         device=device,

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from plmlens.models.adapter import HookSpec, ModelAdapter
+from plmlens.models.adapter import ModelAdapter
 from plmlens.models.checkpoints import load_exact, read_checkpoint
 from plmlens.models.errors import ModelLoadError
+from plmlens.models.families import family
 from plmlens.models.tokenizers import fixed_vocab_tokenizer
 
 #: IgLM's conditioning tags (``iglm/model/tokens.py``).
@@ -118,13 +119,14 @@ def load_antiberty(
     tokenizer = fixed_vocab_tokenizer(
         vocab, prefix=["[CLS]"], suffix=["[SEP]"], pad="[PAD]", mask="[MASK]", aliases={"X": "[UNK]"}
     )
+    bert = family("bert")
     return ModelAdapter(
         name=name,
-        architecture="BERT",
+        architecture=bert.architecture,
         model=model.bert,
         tokenizer=tokenizer,
-        hooks=HookSpec("BertLayer", "BertSelfAttention", 1, head_projection="attention.output.dense"),
-        max_length=config.max_position_embeddings,
+        hooks=bert.hooks,
+        max_length=bert.max_length(config),
         source="antiberty==0.1.3 (PyPI wheel)",
         licence="MIT",
         lm_model=model,
@@ -260,13 +262,14 @@ def load_sapiens(
     tokenizer = fixed_vocab_tokenizer(
         vocab, prefix=["<s>"], suffix=["</s>"], pad="<pad>", mask="<mask>", aliases={"X": "<mask>"}
     )
+    roberta = family("roberta")
     return ModelAdapter(
         name=name,
-        architecture="RoBERTa",
+        architecture=roberta.architecture,
         model=model.roberta,
         tokenizer=tokenizer,
-        hooks=HookSpec("RobertaLayer", "RobertaSelfAttention", 1, head_projection="attention.output.dense"),
-        max_length=config.max_position_embeddings - config.pad_token_id - 1,
+        hooks=roberta.hooks,
+        max_length=roberta.max_length(config),
         source="sapiens==1.0.5 (PyPI wheel)",
         licence="MIT",
         lm_model=model,
@@ -339,14 +342,15 @@ def load_iglm(
         mask=None,
         chain_prefixes={kind: [tag, IGLM_SPECIES[species]] for kind, tag in IGLM_CHAINS.items()},
     )
+    gpt2 = family("gpt2")
     return ModelAdapter(
         name=name,
-        architecture="GPT-2",
+        architecture=gpt2.architecture,
         model=model.transformer,
         tokenizer=tokenizer,
-        hooks=HookSpec("GPT2Block", "GPT2Attention", 1, head_projection="attn.c_proj"),
-        max_length=config.n_positions,
-        causal=True,
+        hooks=gpt2.hooks,
+        max_length=gpt2.max_length(config),
+        causal=gpt2.causal,
         source="iglm==0.1.0 (PyPI wheel)",
         licence="JHU Academic Software License (non-commercial)",
         lm_model=model,

@@ -11,7 +11,7 @@ import torch
 
 from models_fixtures import AntibodyChain, antibody_chains, mask_positions
 from plmlens.models import STANDARD_RESIDUES, ModelAdapter, load_model, registry_rows
-from plmlens.models.wheels import package_dir
+from plmlens.models.antibody import package_dir
 
 pytestmark = pytest.mark.integration
 
