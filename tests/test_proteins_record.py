@@ -143,10 +143,10 @@ def test_cli_describe_json(tmp_path):
         "helix",
         "strand",
         "turn_bend",
-        "A",
-        "Y",
-    }
-    assert data["backgrounds"]["contact"] is None and data["backgrounds"]["C"] == pytest.approx(4 / 7)
+        "aa_A",
+        "aa_Y",
+    }  # the property registry's names, as analyze writes them
+    assert data["backgrounds"]["contact"] is None and data["backgrounds"]["aa_C"] == pytest.approx(4 / 7)
 
 
 def test_cli_missing_source_is_one_line(tmp_path):

@@ -151,3 +151,24 @@ def test_finished_fingerprint_reads_runs_and_shards_and_ignores_damage(tmp_path)
     assert run.finished_fingerprint() == {"source": "s"} and run.finished_fingerprint(shard=True) == {"source": "t"}
     (tmp_path / "summary.json").write_text("[1, 2")
     assert run.finished_fingerprint() is None
+
+
+def test_describe_counts_each_registered_property_as_its_mask_does(glycine_like):
+    from plmlens.analysis import get_properties, property_counters
+    from plmlens.proteins import describe
+
+    protein = _protein()
+    chosen = get_properties(["default", "contact_ranges", "tiny_residue"])
+    for prop in chosen:
+        values, defined = prop.mask(protein)
+        assert prop.count(protein) == (int(values.sum()), int(defined.sum())), prop.name
+    by_name = {prop.name: prop.count(protein) for prop in chosen}
+    # Residues 20-29 lie next to 0-9: contacts at separation 20 (medium range), none long.
+    assert by_name["contact_medium"][0] > 0 and by_name["contact_long"][0] == 0 and by_name["contact_short"][0] >= 0
+    assert by_name["contact"][0] == sum(by_name[f"contact_{r}"][0] for r in ("short", "medium", "long"))
+    result = describe([protein, protein], counters=property_counters(chosen))
+    assert list(result.counters) == [prop.name for prop in chosen]
+    assert (result.counters["tiny_residue"].hits, result.counters["tiny_residue"].total) == (
+        2 * by_name["tiny_residue"][0],
+        60,
+    )

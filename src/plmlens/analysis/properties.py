@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from plmlens.proteins import CONTACT_RANGES, STANDARD_AMINO_ACIDS, Protein, contact_map
+from plmlens.proteins.annotations import contact_counts
 
 PAIR = "pair"
 TOKEN = "token"
@@ -51,6 +52,9 @@ class Property:
         One line for reports.
     label : str
         Its name in figures and tables (default `name`).
+    counter : callable, optional
+        ``Protein -> (hits, defined)`` counted without the mask, for pair properties whose (L, L) mask would
+        not fit in memory for very long chains (``plmlens proteins describe``); default: from `mask`.
     family : str, optional
         Properties drawn together in one panel of their own (the amino acids: ``amino_acids``); a property
         without a family gets its own heatmap, top heads and layer profile.
@@ -62,6 +66,7 @@ class Property:
     description: str = ""
     label: str = ""
     family: str | None = None
+    counter: Callable[[Protein], tuple[int, int]] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in (PAIR, TOKEN):
@@ -78,6 +83,14 @@ class Property:
             )
         defined = ~np.ma.getmaskarray(result)
         return np.asarray(result.filled(False), dtype=bool) & defined, defined
+
+    def count(self, protein: Protein) -> tuple[int, int]:
+        """The property's hits and defined entries in `protein`: the numerator and denominator of its
+        background frequency."""
+        if self.counter is not None:
+            return self.counter(protein)
+        values, defined = self.mask(protein)
+        return int(values.sum()), int(defined.sum())
 
 
 def _labels(name: str) -> Callable[[Protein], np.ma.MaskedArray]:
@@ -131,6 +144,24 @@ def _contact_range(low: int, high: int | None) -> Callable[[Protein], np.ma.Mask
     return function
 
 
+def _contact_range_counts(low: int, high: int | None) -> Callable[[Protein], tuple[int, int]]:
+    """`Property.count` of `_contact_range`, in memory linear in the length: contacts at separation ≥ low,
+    less those beyond `high`, over every defined pair (`contact_counts`)."""
+
+    def count(protein: Protein) -> tuple[int, int]:
+        hits, defined = contact_counts(protein, min_separation=low)
+        if high is not None:
+            hits -= contact_counts(protein, min_separation=high + 1)[0]
+        return hits, defined
+
+    return count
+
+
+def property_counters(properties: Iterable[Property]) -> dict[str, Callable[[Protein], tuple[int, int]]]:
+    """Each property's `Property.count` by name, for `plmlens.proteins.describe`."""
+    return {prop.name: prop.count for prop in properties}
+
+
 PROPERTIES: dict[str, Property] = {}
 
 
@@ -174,11 +205,13 @@ def amino_acid_property(letter: str) -> str:
     return f"aa_{letter}"
 
 
-register_property(Property("contact", PAIR, _contacts, "CA–CA < 8 Å, sequence separation ≥ 6", label="Contact"))
+register_property(Property("contact", PAIR, _contacts, "CA–CA < 8 Å, sequence separation ≥ 6", label="Contact",
+                           counter=contact_counts))  # fmt: skip
 for _range, (_low, _high) in CONTACT_RANGES.items():
     _span = f"{_low}–{_high}" if _high is not None else f"≥ {_low}"
     register_property(Property(f"contact_{_range}", PAIR, _contact_range(_low, _high),
-                               f"contacts at separation {_span}", label=f"Contact ({_span})"))  # fmt: skip
+                               f"contacts at separation {_span}", label=f"Contact ({_span})",
+                               counter=_contact_range_counts(_low, _high)))  # fmt: skip
 register_property(Property("binding_site", TOKEN, _labels("binding_site"), "attention to binding-site residues",
                            label="Binding site"))  # fmt: skip
 register_property(Property("ptm", TOKEN, _labels("ptm"), "attention to post-translationally modified residues",

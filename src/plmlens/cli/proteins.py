@@ -37,7 +37,12 @@ proteins_app = typer.Typer(help="Protein sources: structures, the ProMod3 databa
 app.add_typer(proteins_app, name="proteins")
 
 
-def describe_with_progress(source: str, limit: int | None) -> Description:
+def describe_with_progress(source: str, limit: int | None, properties: str = "default") -> Description:
+    """`describe` a SOURCE with a progress bar: the background of each property (names or groups, as
+    ``analyze --properties`` takes them), counted as the property registry defines it."""
+    from plmlens.analysis import get_properties, property_counters
+
+    counters = property_counters(get_properties([p.strip() for p in properties.split(",") if p.strip()]))
     text = source if limit is None else f"{source}{',' if '::' in source else '::'}limit={limit}"
     records = iter_records(text)
     with progress_bar(
@@ -60,7 +65,7 @@ def describe_with_progress(source: str, limit: int | None) -> Description:
             state["residues"] += len(protein)
             progress.update(task, advance=1, residues=state["residues"])
 
-        return describe(counted(records), progress=advance)
+        return describe(counted(records), progress=advance, counters=counters)
 
 
 def _format_share(value: float | None) -> str:
@@ -124,9 +129,13 @@ def proteins_describe(
     limit: Annotated[int | None, typer.Option(help="Stop after N proteins.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --json file.")] = False,
+    properties: Annotated[
+        str, typer.Option(help="Comma-separated property names or groups (default, contact_ranges, ...).")
+    ] = "default",
     fmt: FormatOption = OutputFormat.auto,
 ) -> None:
-    """How many proteins and residues a SOURCE holds, their lengths, and annotation backgrounds.
+    """How many proteins and residues a SOURCE holds, their lengths, and the background of each property
+    (the share of its defined residues or pairs where it holds), named as analyze names them.
 
     --format csv prints the background frequencies (annotation, share, hits, total; the summary goes to stderr);
     --format json prints the same object as --json PATH writes.
@@ -135,9 +144,9 @@ def proteins_describe(
     # The --json file is checked (and its folder locked) before the source is read, which can take long.
     with claim_file_or_exit(json_path, overwrite=overwrite) if json_path else contextlib.nullcontext():
         try:
-            result = describe_with_progress(source, limit)
-        except SourceError as error:
-            raise fail(str(error)) from None
+            result = describe_with_progress(source, limit, properties)
+        except (SourceError, KeyError) as error:
+            raise fail(str(error).strip("'\"")) from None
         print_description(source, result, fmt)
         if json_path is not None:
             payload = {"source": source, **result.to_dict()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,12 +74,20 @@ class Description:
 
 BACKGROUND_KEYS = ("contact", "binding_site", "ptm", *SS_CLASSES, *STANDARD_AMINO_ACIDS)
 
+#: Counts ``(hits, defined)`` of one annotation in one protein.
+CountFunction = Callable[[Protein], tuple[int, int]]
+
 
 def describe(
     records: Iterable[Protein | Skipped],
     progress: Callable[[Protein], None] | None = None,
+    counters: Mapping[str, CountFunction] | None = None,
 ) -> Description:
     """Count proteins and residues and measure the background frequency of each annotation.
+
+    With `counters` (name to a function giving a protein's ``(hits, defined)``) those are the annotations;
+    ``plmlens proteins describe`` passes the property registry's (`plmlens.analysis.property_counters`), so
+    that its names are the properties' own. Without, the annotations below (`BACKGROUND_KEYS`).
 
     Backgrounds are shares over the *defined* entries only:
 
@@ -92,25 +100,34 @@ def describe(
 
     A background is None (``null`` in JSON) when no protein defines it.
     """
-    result = Description(counters={key: Counter() for key in BACKGROUND_KEYS})
-    counters = result.counters
+    functions = dict(counters) if counters is not None else None
+    result = Description(counters={key: Counter() for key in (functions or BACKGROUND_KEYS)})
     for record in records:
         if isinstance(record, Skipped):
             result.skipped.append(record)
             continue
         result.lengths.append(len(record))
-        # Counted, not mapped: an L × L map of a 200,000-residue chain would take 900 GiB.
-        counters["contact"].add(*contact_counts(record))
-        for name in ("binding_site", "ptm"):
-            labels = getattr(record, name)
-            if labels is not None:
-                counters[name].add(labels.sum(), labels.size)
-        for ss_class in SS_CLASSES:
-            mask = record.ss_mask(ss_class)
-            counters[ss_class].add(mask.filled(False).sum(), mask.count())
-        letters = np.frombuffer(record.sequence.encode("ascii"), dtype="S1")
-        for letter in STANDARD_AMINO_ACIDS:
-            counters[letter].add((letters == letter.encode()).sum(), len(letters))
+        if functions is None:
+            _count_annotations(record, result.counters)
+        else:
+            for name, count in functions.items():
+                result.counters[name].add(*count(record))
         if progress is not None:
             progress(record)
     return result
+
+
+def _count_annotations(record: Protein, counters: dict[str, Counter]) -> None:
+    """Add one protein to the counters of `BACKGROUND_KEYS`."""
+    # Counted, not mapped: an L × L map of a 200,000-residue chain would take 900 GiB.
+    counters["contact"].add(*contact_counts(record))
+    for name in ("binding_site", "ptm"):
+        labels = getattr(record, name)
+        if labels is not None:
+            counters[name].add(labels.sum(), labels.size)
+    for ss_class in SS_CLASSES:
+        mask = record.ss_mask(ss_class)
+        counters[ss_class].add(mask.filled(False).sum(), mask.count())
+    letters = np.frombuffer(record.sequence.encode("ascii"), dtype="S1")
+    for letter in STANDARD_AMINO_ACIDS:
+        counters[letter].add((letters == letter.encode()).sum(), len(letters))
