@@ -10,6 +10,9 @@ Two passes over the model, each streaming layer by layer:
 2. test proteins: each layer's classifiers score the test proteins as their layers arrive, and only the
    metric counts are kept.
 
+Each task is an object of `plmlens.probing.tasks` (its examples from a layer, its fit, its metrics); both
+passes stream the model through one loop and hand every (protein, layer) to every task.
+
 Splits are by protein (seeded); a protein is never in both. Evaluation is on every defined residue or
 pair (sequence separation ≥ 6) of the test proteins.
 

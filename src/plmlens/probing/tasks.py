@@ -139,7 +139,21 @@ class ProbeTask(ABC):
 
     @abstractmethod
     def train_examples(self, protein: ProteinInputs, inputs: LayerInputs) -> Iterator[Examples]:
-        """A training protein's examples from one layer, for each layer model they train."""
+        """A training protein's examples from one layer's output.
+
+        Parameters
+        ----------
+        protein : ProteinInputs
+            With its drawn training residues and pairs.
+        inputs : LayerInputs
+
+        Yields
+        ------
+        layer : int
+            The layer whose model the examples train.
+        features : ndarray, shape (examples, n_features)
+        labels : ndarray, shape (examples,)
+        """
 
     def finish_train(self, protein: ProteinInputs) -> Iterator[Examples]:
         """Examples that need all of a training protein's layers."""
@@ -147,11 +161,34 @@ class ProbeTask(ABC):
 
     @abstractmethod
     def fit(self, features: np.ndarray, labels: np.ndarray, seed: int) -> Any | None:
-        """The model of one layer from its merged examples; None when they cannot train one."""
+        """The model of one layer from all training proteins' examples.
+
+        Parameters
+        ----------
+        features : ndarray, shape (examples, n_features)
+        labels : ndarray, shape (examples,)
+        seed : int
+            Random state of the fit.
+
+        Returns
+        -------
+        model or None
+            None when the labels cannot train one (a single class).
+        """
 
     @abstractmethod
     def evaluate(self, models: Mapping[int, Any], protein: ProteinInputs, inputs: LayerInputs, tally: Tally) -> None:
-        """Score a test protein with the models (by layer) of the layers `inputs` holds."""
+        """Score a test protein on the layers `inputs` holds.
+
+        Parameters
+        ----------
+        models : mapping of int to model
+            This task's fitted models by layer (layers without one are skipped).
+        protein : ProteinInputs
+        inputs : LayerInputs
+        tally : Tally
+            Receives per-protein metric rows or adds to this task's counts.
+        """
 
     def finish_test(self, models: Mapping[int, Any], protein: ProteinInputs, tally: Tally) -> None:
         """Score a test protein once all its layers have been read."""
@@ -159,7 +196,19 @@ class ProbeTask(ABC):
 
     @abstractmethod
     def rows(self, layer: int, outcome: Outcome) -> list[tuple]:
-        """This task's rows of probes.csv at `layer`."""
+        """This task's rows of probes.csv at `layer`.
+
+        Parameters
+        ----------
+        layer : int
+        outcome : Outcome
+
+        Returns
+        -------
+        list of tuple
+            ``(task, representation, layer, metric, value, n_train, n_test, chance)`` each; none where the
+            layer has no model or no test protein was scored.
+        """
 
     def model_arrays(self, model: Any) -> dict[str, np.ndarray]:
         """A fitted model as named numeric arrays (what travels from rank 0 to the others)."""
