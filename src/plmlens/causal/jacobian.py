@@ -496,7 +496,7 @@ def jacobian(
         "n_proteins": len(records), "n_too_long": len(too_long), "too_long": too_long[:50],
         "n_skipped": len(skipped), "skipped": skipped[:50], "n_resumed": resumed,
         "n_regression_proteins": len(train), "n_evaluation_proteins": len(evaluation),
-        "regression_nonzero_features": int((regression.model_.weights != 0).sum()),
+        "regression_nonzero_features": int((regression.coef_ != 0).sum()),
         "best_head": {"layer": best[0] + 1, "head": best[1] + 1, "train_long_p_at_L5": best_train},
         "seconds_per_protein": float(np.mean(seconds)) if seconds else None,
         "residues_per_second": float(computed_residues / sum(seconds)) if seconds else None,

@@ -10,6 +10,9 @@ Two passes over the model, each streaming layer by layer:
 2. test proteins: each layer's classifiers score the test proteins as their layers arrive, and only the
    metric counts are kept.
 
+Each task is an object of `plmlens.probing.tasks` (its examples from a layer, its fit, its metrics); both
+passes stream the model through one loop and hand every (protein, layer) to every task.
+
 Splits are by protein (seeded); a protein is never in both. Evaluation is on every defined residue or
 pair (sequence separation ≥ 6) of the test proteins.
 
@@ -27,35 +30,38 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from plmlens.distributed import ProcessGroup
 from plmlens.ioutils import write_text_atomic
 from plmlens.models import LayerOutput, ModelAdapter
 from plmlens.outputs import OutputSet
-from plmlens.probing.metrics import (
-    apc,
-    contact_candidates,
-    contact_precisions,
-    f1_counts,
-    f1_from_counts,
-    precision_at_k,
+from plmlens.probing.metrics import contact_candidates
+from plmlens.probing.tasks import (
+    CONTACT_REGRESSION_KEY,
+    TASKS,
+    ContactRegressionTask,
+    Key,
+    LayerInputs,
+    Outcome,
+    ProbeTask,
+    ProteinInputs,
+    Tally,
+    make_tasks,
 )
-from plmlens.proteins import SS_CLASSES, Protein, contact_map
+from plmlens.proteins import Protein, contact_map
 from plmlens.proteins.skips import Skipped
 
-TASKS = ("secondary_structure", "binding_site", "contact", "contact_regression")
-SS_NAMES = tuple(SS_CLASSES)
-#: Key of the contact regression's training rows among the per-layer examples.
-_REGRESSION = ("contact_regression", "attention", -1)
+__all__ = ["PROBE_OUTPUTS", "TASKS", "ProbeResult", "probe", "split_proteins"]
+
+#: A task's fitted models by layer, for each task by (task, representation).
+_Models = dict[tuple[str, str], dict[int, Any]]
 
 
 @dataclass
@@ -89,67 +95,6 @@ def _merge_examples(parts: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, np.
     return np.concatenate([chunks[p]["x"] for p in order]), np.concatenate([chunks[p]["y"] for p in order])
 
 
-#: Integer codes of the secondary-structure labels (only numbers travel between ranks).
-_SS_LABELS = (*SS_NAMES, "other")
-
-
-def _ss_codes(classes: np.ndarray) -> np.ndarray:
-    codes = np.full(len(classes), -1, dtype=np.int8)
-    for code, name in enumerate(_SS_LABELS):
-        codes[classes == name] = code
-    return codes
-
-
-class _Linear:
-    """A linear scorer on raw features, ``features @ weights + bias``: what is broadcast to the ranks."""
-
-    def __init__(self, weights: np.ndarray, bias: float) -> None:
-        self.weights = np.asarray(weights, dtype=np.float64)
-        self.bias = float(bias)
-
-    @classmethod
-    def fit(cls, features: np.ndarray, labels: np.ndarray, seed: int, l1_c: float | None = None) -> _Linear:
-        """A standardised logistic regression (class-balanced; L1 with liblinear when `l1_c` is given)."""
-        scaler = StandardScaler().fit(features)
-        if l1_c is None:
-            model = LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed)
-        else:
-            model = LogisticRegression(l1_ratio=1.0, C=l1_c, solver="liblinear", max_iter=2000, random_state=seed)
-        model.fit(scaler.transform(features), labels)
-        # Fold the scaling into the weights: score = x · w + b on raw features.
-        scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-        return cls(model.coef_[0] / scale, model.intercept_[0] - (scaler.mean_ / scale) @ model.coef_[0])
-
-    def score(self, features: np.ndarray) -> np.ndarray:
-        return features @ self.weights + self.bias
-
-
-def _models_to_arrays(fitted: dict[tuple[str, str, int], Any]) -> dict[str, np.ndarray]:
-    """``w/<task>/<representation>/<layer>[/<class>]`` weights and ``b/...`` biases of every fitted model."""
-    arrays = {}
-    for (task, representation, layer), fit in fitted.items():
-        named = fit.items() if isinstance(fit, dict) else [(None, fit)]
-        for name, model in named:
-            suffix = f"{task}/{representation}/{layer}" + (f"/{name}" if name is not None else "")
-            arrays[f"w/{suffix}"], arrays[f"b/{suffix}"] = model.weights, np.array([model.bias])
-    return arrays
-
-
-def _models_from_arrays(arrays: dict[str, np.ndarray]) -> dict[tuple[str, str, int], Any]:
-    fitted: dict[tuple[str, str, int], Any] = {}
-    for name, weights in arrays.items():
-        if not name.startswith("w/"):
-            continue
-        task, representation, layer, *ss_class = name[2:].split("/")
-        model = _Linear(weights, arrays["b/" + name[2:]][0])
-        key = (task, representation, int(layer))
-        if ss_class:
-            fitted.setdefault(key, {})[ss_class[0]] = model
-        else:
-            fitted[key] = model
-    return fitted
-
-
 def _merge_scores(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Per-protein rows ``(test position, value, chance)`` of every rank, by name, in test-list order."""
     merged: dict[str, list[np.ndarray]] = {}
@@ -161,31 +106,6 @@ def _merge_scores(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         rows = np.concatenate(blocks)
         out[name] = rows[np.argsort(rows[:, 0], kind="stable")]
     return out
-
-
-def _pair_embedding_scores(model: _Linear, hidden: np.ndarray) -> np.ndarray:
-    """Scores of every pair from features [h_i * h_j, h_i - h_j] without building them (TAPE's pairwise
-    features), symmetrised as TAPE symmetrises its contact head."""
-    d = hidden.shape[1]
-    w_prod, w_diff = model.weights[:d], model.weights[d:]
-    prod = (hidden * w_prod) @ hidden.T
-    diff = (hidden @ w_diff)[:, None] - (hidden @ w_diff)[None, :]
-    scores = prod + diff + model.bias
-    return (scores + scores.T) / 2
-
-
-def _pair_embedding_features(hidden: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    return np.concatenate([hidden[i] * hidden[j], hidden[i] - hidden[j]], axis=1)
-
-
-def _attention_features(attention: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """All heads' attention for pairs (i, j), both directions: (pairs, 2H)."""
-    return np.concatenate([attention[:, i, j].T, attention[:, j, i].T], axis=1)
-
-
-def _regression_features(attention: np.ndarray) -> np.ndarray:
-    """Symmetrised, APC-corrected attention of every head: (H, L, L)."""
-    return apc(attention + attention.transpose(0, 2, 1))
 
 
 #: What `ProbeResult.save` writes; ``summary.json`` marks a finished probe run.
@@ -276,9 +196,7 @@ def probe(
         1 … L the transformer layers. ``info["model"]`` records whether the weights are random
         (``random_init``, ``init_seed``).
     """
-    unknown = sorted(set(tasks) - set(TASKS))
-    if unknown:
-        raise ValueError(f"unknown probing task(s) {unknown}; known: {', '.join(TASKS)}")
+    task_list = make_tasks(tasks, regression_proteins)
     group = group or ProcessGroup()
     started = time.perf_counter()
     records = [p for p in proteins if isinstance(p, Protein)]
@@ -286,190 +204,31 @@ def probe(
     if len(records) < 2:
         raise ValueError(f"probing needs at least 2 proteins, got {len(records)}")
     train, test = split_proteins(records, train_fraction, seed)
-    n_layers = adapter.n_layers
     n_train_residues = sum(min(len(p), max_length) for p in train)
-    residue_rate = min(1.0, max_train_residues / max(n_train_residues, 1))
-    pair_budget = max_train_pairs / max(len(train), 1)
+    sampler = _TrainingSampler(seed, residue_rate=min(1.0, max_train_residues / max(n_train_residues, 1)),
+                               pair_budget=max_train_pairs / max(len(train), 1))  # fmt: skip
+    stream = _Stream(adapter, batch_size, max_length, progress)
 
-    examples: dict[tuple[str, str, int], _Examples] = {}
+    examples = _collect_examples(stream, _shard(train, group), task_list, sampler)
+    fitted, n_train, n_proteins = _fit_on_main(examples, task_list, group, seed)
+    models = _broadcast_models(fitted, task_list, group)
+    tally = _score_test_proteins(stream, _shard(test, group), task_list, models, adapter.n_layers)
 
-    def ex(task: str, representation: str, layer: int) -> _Examples:
-        return examples.setdefault((task, representation, layer), _Examples())
-
-    def labels_of(protein: Protein, n: int) -> dict:
-        cut = protein if n == len(protein) else protein.subset(slice(0, n))
-        contacts = contact_map(cut)
-        return {"protein": cut, "contacts": contacts}
-
-    # ---- pass 1: training features of this rank's shard ------------------------------------------------
-    local_train = [(position, p) for position, p in enumerate(train) if group.shard.takes(position)]
-    for done, batch in enumerate(_batches(local_train, batch_size)):
-        cache: list[dict] = []
-        regression_parts: list[list[np.ndarray]] = [[] for _ in batch]
-        for output in adapter.iter_layers([p for _, p in batch], max_length=max_length, hidden_states=True):
-            lengths = [int(n) for n in output.lengths]
-            if not cache:
-                cache = [labels_of(p, n) for (_, p), n in zip(batch, lengths, strict=True)]
-                for (position, _), item in zip(batch, cache, strict=True):
-                    # Seeded by the protein's place in the training list, not by the order proteins are
-                    # processed in, so any sharding draws the same residues and pairs.
-                    rng = np.random.default_rng([seed, 3, position])
-                    item["residues"] = rng.random(len(item["protein"])) < residue_rate
-                    item["pairs"] = _sample_pairs(item["contacts"], pair_budget, rng)
-            layer = output.layer + 1  # as probes.csv numbers it: 0 is the embedding layer
-            for b, ((position, _), item) in enumerate(zip(batch, cache, strict=True)):
-                n = lengths[b]
-                attention = output.attention[b, :, :n, :n].numpy()
-                protein, keep = item["protein"], item["residues"]
-                i, j, y = item["pairs"]
-                for depth, hidden in _hidden_states(output, b, n):
-                    if "secondary_structure" in tasks and protein.dssp is not None:
-                        known = keep & (protein.ss_classes != "unknown")
-                        codes = _ss_codes(protein.ss_classes[known])
-                        ex("secondary_structure", "embedding", depth).add(position, hidden[known], codes)
-                    if "binding_site" in tasks and protein.binding_site is not None:
-                        ex("binding_site", "embedding", depth).add(position, hidden[keep], protein.binding_site[keep])
-                    if "contact" in tasks:
-                        ex("contact", "embedding", depth).add(position, _pair_embedding_features(hidden, i, j), y)
-                if "contact" in tasks:
-                    ex("contact", "attention", layer).add(position, _attention_features(attention, i, j), y)
-                if "contact_regression" in tasks and position < regression_proteins:
-                    regression_parts[b].append(_regression_features(attention))
-        for b, ((position, _), item) in enumerate(zip(batch, cache, strict=True)):
-            if regression_parts[b]:
-                features = np.concatenate(regression_parts[b])  # (layers × H, L, L)
-                defined = ~np.ma.getmaskarray(item["contacts"])
-                i, j = contact_candidates(len(item["protein"]), defined)
-                ex(*_REGRESSION).add(position, features[:, i, j].T, item["contacts"].filled(False)[i, j])
-        if progress is not None:
-            progress("train", done + 1, -(-len(local_train) // batch_size))
-
-    # ---- fit on rank 0, one key at a time (only one key's features are ever gathered at once) ----------
-    local_keys = [list(key) for key, collected in examples.items() if collected.chunks]
-    keys = sorted({tuple(key) for keys_of_rank in group.all_gather_json(local_keys) for key in keys_of_rank})
-    fitted: dict[tuple[str, str, int], Any] = {}
-    n_train: dict[tuple[str, str, int], int] = {}
-    regression = None
-    regression_train_proteins = 0
-    for key in keys:
-        collected = examples.pop(key, _Examples())
-        parts = group.gather_arrays(collected.to_arrays())
-        del collected
-        if parts is None:
-            continue
-        if key == _REGRESSION:
-            regression_train_proteins = sum(len(part) // 2 for part in parts)
-        merged = _merge_examples(parts)
-        del parts
-        if merged is None:
-            continue
-        features, labels = merged
-        if key == _REGRESSION:
-            if 0 < labels.sum() < len(labels):
-                # Bounded memory and fit time on long proteins; its own seed, drawn only here.
-                cap = np.random.default_rng([seed, 4]).permutation(len(labels))[:200_000]
-                regression = _Linear.fit(features[cap], labels[cap], seed, l1_c=0.15)
-        elif key[0] == "secondary_structure":
-            fitted[key] = {
-                name: _Linear.fit(features, labels == code, seed)
-                for code, name in enumerate(SS_NAMES)
-                if 0 < (labels == code).sum() < len(labels)
-            }
-        elif 0 < labels.sum() < len(labels):
-            fitted[key] = _Linear.fit(features, labels.astype(bool), seed)
-        n_train[key] = len(labels)
-        del features, labels, merged
-
-    # Every rank scores with rank 0's models (weights travel exactly, as float64).
-    models = _models_to_arrays({**fitted, _REGRESSION: regression} if regression is not None else fitted)
-    received = _models_from_arrays(group.broadcast_arrays(models if group.is_main else None))
-    regression = received.pop(_REGRESSION, None)
-    scorers = received
-
-    # ---- pass 2: evaluation of this rank's shard of the test proteins ---------------------------------
-    ss_counts = np.zeros((n_layers + 1, len(SS_NAMES), 3))  # by layer, 0 the embedding layer
-    ss_prior = np.zeros((len(SS_NAMES), 2))
-    n_test = np.zeros(3)  # proteins with DSSP, with binding sites, with contacts
-    scores: dict[str, list[tuple[float, float, float]]] = {}  # name -> (test position, value, chance)
-    local_test = [(position, p) for position, p in enumerate(test) if group.shard.takes(position)]
-    for done, batch in enumerate(_batches(local_test, batch_size)):
-        cache = []
-        regression_parts = [[] for _ in batch]
-        for output in adapter.iter_layers([p for _, p in batch], max_length=max_length, hidden_states=True):
-            lengths = [int(n) for n in output.lengths]
-            if not cache:
-                cache = [labels_of(p, n) for (_, p), n in zip(batch, lengths, strict=True)]
-                for item in cache:
-                    protein = item["protein"]
-                    labelled = (
-                        protein.dssp is not None,
-                        protein.binding_site is not None,
-                        item["contacts"].count() > 0,
-                    )
-                    n_test += labelled
-                    if protein.dssp is not None:
-                        known = protein.ss_classes != "unknown"
-                        for c, name in enumerate(SS_NAMES):
-                            ss_prior[c] += (int((protein.ss_classes[known] == name).sum()), int(known.sum()))
-            layer = output.layer + 1  # as probes.csv numbers it: 0 is the embedding layer
-            for b, ((position, _), item) in enumerate(zip(batch, cache, strict=True)):
-                n = lengths[b]
-                attention = output.attention[b, :, :n, :n].numpy().astype(np.float64)
-                protein, contacts = item["protein"], item["contacts"]
-                for depth, hidden in _hidden_states(output, b, n):
-                    hidden = hidden.astype(np.float64)
-                    models_of_layer = scorers.get(("secondary_structure", "embedding", depth))
-                    if models_of_layer and protein.dssp is not None:
-                        known = protein.ss_classes != "unknown"
-                        for c, name in enumerate(SS_NAMES):
-                            if name in models_of_layer:
-                                predicted = models_of_layer[name].score(hidden[known]) > 0
-                                ss_counts[depth, c] += f1_counts(predicted, protein.ss_classes[known] == name)
-                    model = scorers.get(("binding_site", "embedding", depth))
-                    if model is not None and protein.binding_site is not None and protein.binding_site.any():
-                        k = max(1, n // 20)
-                        value = precision_at_k(model.score(hidden), protein.binding_site, k)
-                        scores.setdefault(f"binding_site/embedding/{depth}", []).append(
-                            (position, value, float(protein.binding_site.mean()))
-                        )
-                    model = scorers.get(("contact", "embedding", depth))
-                    if model is not None and contacts.count():
-                        precision, base = contact_precisions(
-                            _pair_embedding_scores(model, hidden), contacts, divisors=(5,)
-                        )[("all", 5)]
-                        scores.setdefault(f"contact/embedding/{depth}", []).append((position, precision, base))
-                model = scorers.get(("contact", "attention", layer))
-                if model is not None and contacts.count():
-                    pair_scores = _attention_pair_scores(model, attention)
-                    precision, base = contact_precisions(pair_scores, contacts, divisors=(5,))[("all", 5)]
-                    scores.setdefault(f"contact/attention/{layer}", []).append((position, precision, base))
-                if regression is not None:
-                    regression_parts[b].append(_regression_features(attention))
-        if regression is not None:
-            for b, ((position, _), item) in enumerate(zip(batch, cache, strict=True)):
-                if not item["contacts"].count():
-                    continue
-                features = np.concatenate(regression_parts[b])
-                pair_scores = np.einsum("f,fij->ij", regression.weights, features) + regression.bias
-                for (range_name, x), (precision, base) in contact_precisions(pair_scores, item["contacts"]).items():
-                    scores.setdefault(f"regression/{range_name}/{x}", []).append((position, precision, base))
-        if progress is not None:
-            progress("test", done + 1, -(-len(local_test) // batch_size))
-
-    counts = group.all_reduce({"ss_counts": ss_counts, "ss_prior": ss_prior, "n_test": n_test})
-    parts = group.gather_arrays({name: np.array(rows, dtype=np.float64) for name, rows in scores.items()})
+    counts = group.all_reduce(tally.counts)
+    parts = group.gather_arrays({name: np.array(rows, dtype=np.float64) for name, rows in tally.rows.items()})
     table = None
     if parts is not None:
         # Means over proteins in test-list order, the order a single process adds them up in.
-        merged = {name: rows[:, 1:] for name, rows in _merge_scores(parts).items()}
-        table = _tables(fitted, n_train, merged, counts, n_layers)
+        scores = {name: rows[:, 1:] for name, rows in _merge_scores(parts).items()}
+        table = _tables(task_list, Outcome(fitted, n_train, scores, counts), adapter.n_layers)
+        regression = fitted.get(CONTACT_REGRESSION_KEY)
         table["info"] = {
             "model": {"name": adapter.name, "layers": adapter.n_layers, "heads": adapter.n_heads,
                       "random_init": adapter.random_init, "init_seed": adapter.init_seed},
             "tasks": list(tasks), "seed": seed, "train_fraction": train_fraction,
             "n_train_proteins": len(train), "n_test_proteins": len(test),
-            "regression_train_proteins": regression_train_proteins,
-            "regression_nonzero_features": int((regression.weights != 0).sum()) if regression is not None else 0,
+            "regression_train_proteins": n_proteins.get(CONTACT_REGRESSION_KEY, 0),
+            "regression_nonzero_features": int((regression.coef_ != 0).sum()) if regression is not None else 0,
             "world_size": group.world_size,
             "wall_seconds": time.perf_counter() - started,
         }  # fmt: skip
@@ -482,49 +241,180 @@ def probe(
     return ProbeResult(probes_frame, regression_frame, table["info"])
 
 
-def _tables(
-    fitted: dict[tuple[str, str, int], Any],
-    n_train: dict[tuple[str, str, int], int],
-    scores: dict[str, np.ndarray],
-    counts: dict[str, np.ndarray],
-    n_layers: int,
-) -> dict[str, Any]:
-    """Rows of the probe and contact-regression tables (plain Python values, for JSON) from the merged
-    per-protein ``(value, chance)`` rows and the summed secondary-structure counts; layers 0 (the embedding
-    layer) to `n_layers`."""
-    ss_counts, ss_prior = counts["ss_counts"], counts["ss_prior"]
-    n_test_ss = int(counts["n_test"][0])
-    rows: list[tuple] = []
-    for layer in range(n_layers + 1):
-        key = ("secondary_structure", "embedding", layer)
-        if key in fitted:
-            f1s = {}
-            for c, name in enumerate(SS_NAMES):
-                if name in fitted[key]:
-                    f1s[name] = f1_from_counts(ss_counts[layer, c])
-                    prior = float(ss_prior[c, 0] / max(ss_prior[c, 1], 1))
-                    rows.append(("secondary_structure", "embedding", layer, f"f1_{name}", f1s[name],
-                                 n_train[key], n_test_ss, prior))  # fmt: skip
-            macro = float(np.nanmean(list(f1s.values())))
-            rows.append(("secondary_structure", "embedding", layer, "f1_macro", macro,
-                         n_train[key], n_test_ss, float("nan")))  # fmt: skip
-        for task, representation, metric in (
-            ("binding_site", "embedding", "precision_at_L/20"),
-            ("contact", "embedding", "precision_at_L/5"),
-            ("contact", "attention", "precision_at_L/5"),
-        ):
-            values = scores.get(f"{task}/{representation}/{layer}")
-            if values is not None:
-                rows.append((task, representation, layer, metric, float(np.nanmean(values[:, 0])),
-                             n_train[(task, representation, layer)], len(values),
-                             float(np.nanmean(values[:, 1]))))  # fmt: skip
-    regression_rows = []
-    for name, values in scores.items():
-        kind, range_name, x = name.split("/")
-        if kind == "regression":
-            regression_rows.append((range_name, f"L/{x}" if int(x) > 1 else "L", float(np.nanmean(values[:, 0])),
-                                    float(np.nanmean(values[:, 1])), len(values)))  # fmt: skip
-    return {"probes": rows, "regression": regression_rows}
+def _tables(tasks: Sequence[ProbeTask], outcome: Outcome, n_layers: int) -> dict[str, list[tuple]]:
+    """Rows of probes.csv (layer by layer, 0 the embedding layer, tasks in `TASKS` order) and of
+    contact_regression.csv, as plain Python values (for JSON)."""
+    return {
+        "probes": [row for layer in range(n_layers + 1) for task in tasks for row in task.rows(layer, outcome)],
+        "regression": [row for task in tasks if isinstance(task, ContactRegressionTask)
+                       for row in task.regression_rows(outcome)],
+    }  # fmt: skip
+
+
+@dataclass
+class _TrainingSampler:
+    """Draws each training protein's residues and pairs, seeded by its place in the training list (not by
+    the order proteins are processed in), so that any sharding draws the same residues and pairs."""
+
+    seed: int
+    residue_rate: float
+    pair_budget: float
+
+    def __call__(self, protein: ProteinInputs) -> None:
+        rng = np.random.default_rng([self.seed, 3, protein.position])
+        protein.residues = rng.random(len(protein.protein)) < self.residue_rate
+        protein.pairs = _sample_pairs(protein.contacts, self.pair_budget, rng)
+
+
+@dataclass
+class _Stream:
+    """How both passes read the model: batches of proteins, layer by layer."""
+
+    adapter: ModelAdapter
+    batch_size: int
+    max_length: int
+    progress: Callable[[str, int, int], None] | None
+
+    def run(
+        self,
+        items: Sequence[tuple[int, Protein]],
+        phase: str,
+        on_layer: Callable[[ProteinInputs, LayerInputs], None],
+        on_protein: Callable[[ProteinInputs], None],
+        *,
+        float64: bool,
+        prepare: Callable[[ProteinInputs], None] = lambda protein: None,
+    ) -> None:
+        """Call `prepare` for every protein of a batch when its lengths are known, `on_layer` for every (protein,
+        layer) and `on_protein` once a protein's layers are all read; report ``progress(phase, ...)`` after
+        every batch. `float64`: layers are handed on in float64 (the test pass scores in float64; the training
+        pass keeps the model's floats, as its examples are stored in float32 anyway)."""
+        for done, batch in enumerate(_batches(items, self.batch_size)):
+            proteins: list[ProteinInputs] = []
+            for output in self.adapter.iter_layers([p for _, p in batch], max_length=self.max_length,
+                                                   hidden_states=True):  # fmt: skip
+                lengths = [int(n) for n in output.lengths]
+                if not proteins:
+                    proteins = [_protein_inputs(*item, n) for item, n in zip(batch, lengths, strict=True)]
+                    for protein in proteins:
+                        prepare(protein)
+                for b, protein in enumerate(proteins):
+                    on_layer(protein, _layer_inputs(output, b, lengths[b], float64))
+            for protein in proteins:
+                on_protein(protein)
+            if self.progress is not None:
+                self.progress(phase, done + 1, -(-len(items) // self.batch_size))
+
+
+def _protein_inputs(position: int, protein: Protein, n: int) -> ProteinInputs:
+    """The protein cut to the `n` residues the model read, with its contact map."""
+    cut = protein if n == len(protein) else protein.subset(slice(0, n))
+    return ProteinInputs(position, cut, contact_map(cut))
+
+
+def _layer_inputs(output: LayerOutput, b: int, n: int, float64: bool) -> LayerInputs:
+    attention = output.attention[b, :, :n, :n].numpy()
+    hidden = _hidden_states(output, b, n)
+    if float64:
+        attention = attention.astype(np.float64)
+        hidden = [(depth, states.astype(np.float64)) for depth, states in hidden]
+    return LayerInputs(output.layer + 1, hidden, attention)  # as probes.csv numbers it: 0 is the embedding layer
+
+
+def _shard(proteins: Sequence[Protein], group: ProcessGroup) -> list[tuple[int, Protein]]:
+    """This rank's proteins with their places in the list."""
+    return [(position, p) for position, p in enumerate(proteins) if group.shard.takes(position)]
+
+
+def _collect_examples(
+    stream: _Stream, train: Sequence[tuple[int, Protein]], tasks: Sequence[ProbeTask], sampler: _TrainingSampler
+) -> dict[Key, _Examples]:
+    """Pass 1: every task's training examples of this rank's training proteins, by model key."""
+    examples: dict[Key, _Examples] = {}
+
+    def add(task: ProbeTask, protein: ProteinInputs, found: Iterator[tuple[int, np.ndarray, np.ndarray]]) -> None:
+        for layer, features, labels in found:
+            examples.setdefault(task.key(layer), _Examples()).add(protein.position, features, labels)
+
+    def on_layer(protein: ProteinInputs, inputs: LayerInputs) -> None:
+        for task in tasks:
+            add(task, protein, task.train_examples(protein, inputs))
+
+    def on_protein(protein: ProteinInputs) -> None:
+        for task in tasks:
+            add(task, protein, task.finish_train(protein))
+
+    stream.run(train, "train", on_layer, on_protein, float64=False, prepare=sampler)
+    return examples
+
+
+def _fit_on_main(
+    examples: dict[Key, _Examples], tasks: Sequence[ProbeTask], group: ProcessGroup, seed: int
+) -> tuple[dict[Key, Any], dict[Key, int], dict[Key, int]]:
+    """Every model, fitted on rank 0 on all ranks' examples, one key at a time (only one key's features are
+    ever gathered at once). Returns the models, their training examples and training proteins by key
+    (empty on other ranks)."""
+    task_of = {(task.task, task.representation): task for task in tasks}
+    local_keys = [list(key) for key, collected in examples.items() if collected.chunks]
+    keys = sorted({tuple(key) for keys_of_rank in group.all_gather_json(local_keys) for key in keys_of_rank})
+    fitted: dict[Key, Any] = {}
+    n_train: dict[Key, int] = {}
+    n_proteins: dict[Key, int] = {}
+    for key in keys:
+        parts = group.gather_arrays(examples.pop(key, _Examples()).to_arrays())
+        if parts is None:
+            continue
+        n_proteins[key] = sum(len(part) // 2 for part in parts)
+        merged = _merge_examples(parts)
+        del parts
+        if merged is None:
+            continue
+        features, labels = merged
+        model = task_of[key[:2]].fit(features, labels, seed)
+        if model is not None:
+            fitted[key] = model
+        n_train[key] = len(labels)
+        del features, labels, merged
+    return fitted, n_train, n_proteins
+
+
+def _broadcast_models(fitted: dict[Key, Any], tasks: Sequence[ProbeTask], group: ProcessGroup) -> _Models:
+    """Rank 0's models on every rank, by task and layer (weights travel exactly, as float64)."""
+    task_of = {(task.task, task.representation): task for task in tasks}
+    arrays = {
+        f"{task}/{representation}/{layer}/{name}": array
+        for (task, representation, layer), model in fitted.items()
+        for name, array in task_of[(task, representation)].model_arrays(model).items()
+    }
+    by_model: dict[Key, dict[str, np.ndarray]] = {}
+    for name, array in group.broadcast_arrays(arrays if group.is_main else None).items():
+        task, representation, layer, part = name.split("/", 3)
+        by_model.setdefault((task, representation, int(layer)), {})[part] = array
+    models: _Models = {}
+    for (task, representation, layer), parts in by_model.items():
+        models.setdefault((task, representation), {})[layer] = task_of[(task, representation)].model_from_arrays(parts)
+    return models
+
+
+def _score_test_proteins(
+    stream: _Stream, test: Sequence[tuple[int, Protein]], tasks: Sequence[ProbeTask], models: _Models, n_layers: int
+) -> Tally:
+    """Pass 2: this rank's test proteins scored by every task's models."""
+    tally = Tally(counts={name: zeros for task in tasks for name, zeros in task.initial_counts(n_layers).items()})
+
+    def models_of(task: ProbeTask) -> Mapping[int, Any]:
+        return models.get((task.task, task.representation), {})
+
+    def on_layer(protein: ProteinInputs, inputs: LayerInputs) -> None:
+        for task in tasks:
+            task.evaluate(models_of(task), protein, inputs, tally)
+
+    def on_protein(protein: ProteinInputs) -> None:
+        for task in tasks:
+            task.finish_test(models_of(task), protein, tally)
+
+    stream.run(test, "test", on_layer, on_protein, float64=True)
+    return tally
 
 
 def _hidden_states(output: LayerOutput, b: int, n: int) -> list[tuple[int, np.ndarray]]:
@@ -536,13 +426,6 @@ def _hidden_states(output: LayerOutput, b: int, n: int) -> list[tuple[int, np.nd
         states.append((0, output.embedding[b, :n].numpy()))
     states.append((output.layer + 1, output.hidden[b, :n].numpy()))
     return states
-
-
-def _attention_pair_scores(model: _Linear, attention: np.ndarray) -> np.ndarray:
-    heads = attention.shape[0]
-    forward = np.einsum("h,hij->ij", model.weights[:heads], attention)
-    backward = np.einsum("h,hji->ij", model.weights[heads:], attention)
-    return forward + backward + model.bias
 
 
 def _sample_pairs(contacts: np.ma.MaskedArray, budget: float, rng: np.random.Generator):
