@@ -18,7 +18,6 @@ resampled proteins for the intact and the ablated model).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,14 +30,13 @@ import pandas as pd
 from plmlens.causal.heads import HeadAblation, head_projections, mean_head_outputs
 from plmlens.causal.jacobian import encodable, labelled_attention, split_for_regression
 from plmlens.causal.statistics import loss_contact_correlation
-from plmlens.ioutils import write_text_atomic
 from plmlens.models import ModelAdapter
 from plmlens.models.tokenizers import STANDARD_RESIDUES
 from plmlens.probing.metrics import contact_precisions
 from plmlens.probing.regression import ContactRegression
 from plmlens.proteins import Protein, contact_map
 from plmlens.proteins.skips import Skipped
-from plmlens.rundir import ABLATION
+from plmlens.rundir import ABLATION, RunDir
 
 #: Share of residues masked for the masked-LM loss.
 MASK_FRACTION = 0.15
@@ -238,15 +236,13 @@ class AblationResult:
         dict of str to Path
             ``ablation`` (the table) and ``summary`` (the JSON).
         """
-        directory = Path(directory)
+        out = RunDir(directory)
         correlation = loss_contact_correlation(self.table, self.info, contact_heads)
         if correlation is not None:
             self.info["loss_contact_correlation"] = correlation
         return {
-            "ablation": write_text_atomic(directory / "ablation.csv", self.table.to_csv(index=False)),
-            "summary": write_text_atomic(
-                directory / "ablation.json", json.dumps(self.info, indent=2, default=float) + "\n"
-            ),
+            "ablation": out.write_table("ablation.csv", self.table),
+            "summary": out.write_json("ablation.json", self.info, default=float),
         }
 
 

@@ -34,7 +34,7 @@ from plmlens.probing.regression import ContactRegression, head_contact_scores
 from plmlens.proteins import CONTACT_RANGES, Protein, contact_map
 from plmlens.proteins.ids import unique_ids
 from plmlens.proteins.skips import Skipped
-from plmlens.rundir import JACOBIAN
+from plmlens.rundir import JACOBIAN, RunDir
 
 #: The three contact maps `jacobian` scores, in the order of its table's columns.
 METHODS = ("jacobian", "regression", "best_head")
@@ -230,20 +230,16 @@ class JacobianResult:
         dict of str to Path
             ``jacobian``, ``summary_table``, ``maps`` and ``summary`` (the JSON).
         """
-        directory = Path(directory)
+        out = RunDir(directory)
         buffer = io.BytesIO()
         ids = list(self.maps)
         arrays = {f"map{k}": self.maps[key].astype(np.float16) for k, key in enumerate(ids)}
         np.savez_compressed(buffer, ids=np.array(ids, dtype=str), **arrays)
         return {
-            "jacobian": write_text_atomic(directory / "jacobian.csv", self.table.to_csv(index=False)),
-            "summary_table": write_text_atomic(
-                directory / "jacobian_summary.csv", self.summary_table().to_csv(index=False)
-            ),
-            "maps": write_bytes_atomic(directory / "jacobian_maps.npz", buffer.getvalue()),
-            "summary": write_text_atomic(
-                directory / "jacobian.json", json.dumps(self.info, indent=2, default=float) + "\n"
-            ),
+            "jacobian": out.write_table("jacobian.csv", self.table),
+            "summary_table": out.write_table("jacobian_summary.csv", self.summary_table()),
+            "maps": write_bytes_atomic(out.file("jacobian_maps.npz"), buffer.getvalue()),
+            "summary": out.write_json("jacobian.json", self.info, default=float),
         }
 
 

@@ -28,7 +28,6 @@ numbers do not depend on the number of ranks.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,9 +38,7 @@ import numpy as np
 import pandas as pd
 
 from plmlens.distributed import ProcessGroup
-from plmlens.ioutils import write_text_atomic
 from plmlens.models import LayerOutput, ModelAdapter
-from plmlens.outputs import OutputSet
 from plmlens.probing.metrics import contact_candidates
 from plmlens.probing.tasks import (
     CONTACT_REGRESSION_KEY,
@@ -57,6 +54,7 @@ from plmlens.probing.tasks import (
 )
 from plmlens.proteins import Protein, contact_map
 from plmlens.proteins.skips import Skipped
+from plmlens.rundir import CONTACT_REGRESSION, PROBE, PROBES, SUMMARY, RunDir
 
 __all__ = ["PROBE_OUTPUTS", "TASKS", "ProbeResult", "probe", "split_proteins"]
 
@@ -109,7 +107,7 @@ def _merge_scores(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 #: What `ProbeResult.save` writes; ``summary.json`` marks a finished probe run.
-PROBE_OUTPUTS = OutputSet(("probes.csv", "contact_regression.csv", "summary.json"), record="summary.json")
+PROBE_OUTPUTS = PROBE.outputs
 
 
 @dataclass
@@ -122,15 +120,11 @@ class ProbeResult:
 
     def save(self, directory: str | Path) -> dict[str, Path]:
         """Write ``probes.csv``, ``contact_regression.csv`` and ``summary.json`` atomically."""
-        directory = Path(directory)
+        out = RunDir(directory)
         return {
-            "probes": write_text_atomic(directory / "probes.csv", self.probes.to_csv(index=False)),
-            "contact_regression": write_text_atomic(
-                directory / "contact_regression.csv", self.contact_regression.to_csv(index=False)
-            ),
-            "summary": write_text_atomic(
-                directory / "summary.json", json.dumps(self.info, indent=2, default=float) + "\n"
-            ),
+            "probes": out.write_table(PROBES, self.probes),
+            "contact_regression": out.write_table(CONTACT_REGRESSION, self.contact_regression),
+            "summary": out.write_json(SUMMARY, self.info, default=float),
         }
 
 
@@ -308,7 +302,7 @@ class _Stream:
 
 def _protein_inputs(position: int, protein: Protein, n: int) -> ProteinInputs:
     """The protein cut to the `n` residues the model read, with its contact map."""
-    cut = protein if n == len(protein) else protein.subset(slice(0, n))
+    cut = protein.first(n)
     return ProteinInputs(position, cut, contact_map(cut))
 
 
