@@ -206,6 +206,17 @@ def test_top_couplings_are_the_strongest_pairs_apart_in_sequence():
     assert list(zip(rows.tolist(), columns.tolist(), strict=True)) == [(2, 10), (0, 6), (1, 7)]
     assert len(top_couplings(scores)[0]) == 12  # L by default
     assert len(top_couplings(scores, 100)[0]) == len(np.triu_indices(12, k=6)[0])
+    with pytest.raises(ValueError, match="must not be negative, got -3"):
+        top_couplings(scores, -3)  # it drew all but 3 pairs, titled "top -3"
+
+
+def test_show_refuses_a_top_below_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from plmlens.cli import app
+
+    result = CliRunner().invoke(app, ["show", "--jacobian", str(tmp_path), "--top", "0"])
+    assert result.exit_code == 2 and "--top" in result.output and "Traceback" not in result.output
 
 
 def test_a_coupling_view_weighs_each_pair_by_the_strongest():

@@ -267,6 +267,8 @@ def top_couplings(coupling: np.ndarray, k: int | None = None, min_separation: in
     (ndarray, ndarray)
         Residue indices ``i < j`` of the pairs, strongest first (ties in the order of ``np.triu_indices``).
     """
+    if k is not None and k < 0:
+        raise ValueError(f"the number of couplings must not be negative, got {k}")
     n = coupling.shape[0]
     i, j = np.triu_indices(n, k=min_separation)
     count = min(k or n, len(i))

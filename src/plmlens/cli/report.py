@@ -71,7 +71,7 @@ def show(
         str | None, typer.Option("--protein", help="With --jacobian and --data: the protein's id.")
     ] = None,
     top: Annotated[
-        int | None, typer.Option(help="With --jacobian: couplings drawn (default L, at separation ≥ 6).")
+        int | None, typer.Option(min=1, help="With --jacobian: couplings drawn (default L, at separation ≥ 6).")
     ] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     dtype: Annotated[str, typer.Option(help=DTYPE_HELP)] = "auto",
