@@ -172,3 +172,31 @@ def test_describe_counts_each_registered_property_as_its_mask_does(glycine_like)
         2 * by_name["tiny_residue"][0],
         60,
     )
+
+
+def test_a_registered_report_figure_gets_its_section(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from plmlens.report import ReportFigure, register_report_figure
+    from plmlens.report.run_report import REPORT_FIGURES
+
+    def arcs_per_layer(run: RunDir):
+        layers = run.layers()
+        rows = layers[layers["property"] == "contact"]
+        fig, ax = plt.subplots()
+        ax.bar(rows["layer"], rows["n_arcs"])
+        return fig
+
+    _run(tmp_path, ("contact",))
+    register_report_figure(
+        ReportFigure("arcs<per>layer", "Arcs <b>per</b> layer", arcs_per_layer, "n_arcs of layers.csv")
+    )
+    register_report_figure(ReportFigure("nothing", "Never shown", lambda run: None))
+    try:
+        text = build_report(tmp_path).read_text()
+    finally:
+        REPORT_FIGURES.clear()
+    stems = [p.stem for p in (tmp_path / "figures").glob("figure_*.png")]
+    assert len(stems) == 1 and stems[0].startswith("figure_name-")  # "<" and ">" are no file name
+    assert "<h2>Arcs &lt;b&gt;per&lt;/b&gt; layer</h2>" in text and "n_arcs of layers.csv" in text
+    assert "Never shown" not in text

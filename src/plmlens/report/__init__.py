@@ -4,7 +4,13 @@ and comparisons of several runs."""
 from plmlens.report.causal import coupling_view, save_ablation_figure, save_jacobian_figure
 from plmlens.report.compare import CompareError, Run, compare_runs, load_run
 from plmlens.report.examples import NoExamplesError, collect_examples, examples_for_run
-from plmlens.report.run_report import REPORT_OUTPUTS, build_report, write_figures
+from plmlens.report.run_report import (
+    REPORT_OUTPUTS,
+    ReportFigure,
+    build_report,
+    register_report_figure,
+    write_figures,
+)
 from plmlens.report.view import AttentionView, ViewerError, ngl_javascript
 
 __all__ = [
@@ -12,6 +18,7 @@ __all__ = [
     "AttentionView",
     "CompareError",
     "NoExamplesError",
+    "ReportFigure",
     "Run",
     "ViewerError",
     "build_report",
@@ -21,6 +28,7 @@ __all__ = [
     "examples_for_run",
     "load_run",
     "ngl_javascript",
+    "register_report_figure",
     "save_ablation_figure",
     "save_jacobian_figure",
     "write_figures",

@@ -39,12 +39,13 @@ def label(name: str) -> str:
     return PROBE_TASK_LABELS.get(name) or property_label(name)
 
 
-def figure_stem(kind: str, prop: str) -> str:
-    """The file stem of a property's figure (``heads_contact``). Property names come from the run's files,
-    so one that is not a plain name (a path, dots, spaces, ...) gets a stem from its hash instead."""
-    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,80}", prop) and ".." not in prop:
-        return f"{kind}_{prop}"
-    return f"{kind}_property-{hashlib.sha256(prop.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+def figure_stem(kind: str, name: str) -> str:
+    """The file stem of a figure of a property or a registered figure (``heads_contact``). Property names
+    come from the run's files, so a name that is not plain (a path, dots, spaces, ...) gets a stem from its
+    hash instead."""
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,80}", name) and ".." not in name:
+        return f"{kind}_{name}"
+    return f"{kind}_name-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 def fit_text(text: str, width_inches: float, fontsize: float | str) -> str:

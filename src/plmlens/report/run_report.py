@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from markupsafe import Markup
+from matplotlib.figure import Figure
 
 from plmlens.analysis import (
     AMINO_ACIDS,
@@ -32,6 +35,60 @@ log = logging.getLogger(__name__)
 
 #: What `build_report` writes into a run directory; ``report.html`` marks a finished report.
 REPORT_OUTPUTS = REPORT.outputs
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """A figure of one's own in ``report.html``: a section with a title, a caption and the figure.
+
+    Parameters
+    ----------
+    name : str
+        Its file stem under ``figures/`` (``NAME.png`` and ``NAME.svg``).
+    title : str
+        The section's heading.
+    draw : callable
+        ``RunDir -> matplotlib Figure``, or None when the run has nothing to show (then no section).
+    caption : str
+        A line under the heading.
+    """
+
+    name: str
+    title: str
+    draw: Callable[[RunDir], Figure | None]
+    caption: str = ""
+
+
+#: Figures registered with `register_report_figure`, drawn after the built-in ones in this order.
+REPORT_FIGURES: dict[str, ReportFigure] = {}
+
+
+def register_report_figure(figure: ReportFigure) -> ReportFigure:
+    """Add a figure to every report: one function that draws it from the run, and this registration::
+
+    def arcs_per_layer(run):
+        layers = run.layers()
+        fig, ax = plt.subplots()
+        ax.bar(...)
+        return fig
+
+    register_report_figure(ReportFigure("arcs_per_layer", "Arcs per layer", arcs_per_layer))
+    """
+    REPORT_FIGURES[figure.name] = figure
+    return figure
+
+
+def _registered_figures(run: RunDir, out: Path) -> list[dict]:
+    """Each registered figure the run has something for, drawn into `out`, as the template's sections."""
+    sections = []
+    for figure in REPORT_FIGURES.values():
+        drawn = figure.draw(run)
+        if drawn is None:
+            continue
+        paths = figures.save_figure(drawn, out / figures.figure_stem("figure", figure.name))
+        sections.append({"title": figure.title, "caption": figure.caption,
+                         "picture": Picture.from_file(paths[0], figure.title)})  # fmt: skip
+    return sections
 
 
 def write_figures(run_dir: str | Path) -> dict[str, list[Path]]:
@@ -163,6 +220,7 @@ def build_report(
         layers=Picture.from_file(written["layers"][0], "layer profiles"),
         probes=_probe_section(run, written),
         amino_acids=_amino_acid_section(run, written, summary),
+        extra_figures=_registered_figures(run, out_dir / "figures"),
         causal=causal_context(run_dir, out_dir / "figures"),
         views=[view.context(f"view{k}") for k, view in enumerate(views or [])],
     )
