@@ -120,13 +120,11 @@ def load_antiberty(
         vocab, prefix=["[CLS]"], suffix=["[SEP]"], pad="[PAD]", mask="[MASK]", aliases={"X": "[UNK]"}
     )
     bert = family("bert")
-    return ModelAdapter(
-        name=name,
-        architecture=bert.architecture,
-        model=model.bert,
-        tokenizer=tokenizer,
-        hooks=bert.hooks,
-        max_length=bert.max_length(config),
+    return bert.adapter(
+        name,
+        model.bert,
+        tokenizer,
+        config,
         source="antiberty==0.1.3 (PyPI wheel)",
         licence="MIT",
         lm_model=model,
@@ -263,13 +261,11 @@ def load_sapiens(
         vocab, prefix=["<s>"], suffix=["</s>"], pad="<pad>", mask="<mask>", aliases={"X": "<mask>"}
     )
     roberta = family("roberta")
-    return ModelAdapter(
-        name=name,
-        architecture=roberta.architecture,
-        model=model.roberta,
-        tokenizer=tokenizer,
-        hooks=roberta.hooks,
-        max_length=roberta.max_length(config),
+    return roberta.adapter(
+        name,
+        model.roberta,
+        tokenizer,
+        config,
         source="sapiens==1.0.5 (PyPI wheel)",
         licence="MIT",
         lm_model=model,
@@ -343,14 +339,11 @@ def load_iglm(
         chain_prefixes={kind: [tag, IGLM_SPECIES[species]] for kind, tag in IGLM_CHAINS.items()},
     )
     gpt2 = family("gpt2")
-    return ModelAdapter(
-        name=name,
-        architecture=gpt2.architecture,
-        model=model.transformer,
-        tokenizer=tokenizer,
-        hooks=gpt2.hooks,
-        max_length=gpt2.max_length(config),
-        causal=gpt2.causal,
+    return gpt2.adapter(
+        name,
+        model.transformer,
+        tokenizer,
+        config,
         source="iglm==0.1.0 (PyPI wheel)",
         licence="JHU Academic Software License (non-commercial)",
         lm_model=model,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from plmlens.models.adapter import UNBOUNDED, HookSpec
+from plmlens.models.adapter import UNBOUNDED, HookSpec, ModelAdapter
 from plmlens.models.errors import ModelLoadError
 from plmlens.models.tokenizers import PROTTRANS_REPLACEMENTS
 
@@ -50,6 +50,14 @@ class Family:
     replacements: Mapping[str, str] = field(default_factory=dict)
     causal: bool = False
     max_length: Callable[[Any], int] = lambda config: int(config.max_position_embeddings)
+
+    def adapter(self, name: str, model: Any, tokenizer: Any, config: Any, **details: Any) -> ModelAdapter:
+        """A `ModelAdapter` of this family: its architecture, hooks, token limit (from `config`) and
+        causality, with `details` (``source``, ``licence``, ``lm_model``, ``device``, ...) as given; a detail
+        given overrides the family's (e.g. ``architecture="BERT (TAPE)"``)."""
+        settings = {"architecture": self.architecture, "hooks": self.hooks, "max_length": self.max_length(config),
+                    "causal": self.causal, **details}  # fmt: skip
+        return ModelAdapter(name=name, model=model, tokenizer=tokenizer, **settings)
 
 
 #: The architectures plmlens knows, keyed by the config's ``model_type``; the only place their module

@@ -221,13 +221,11 @@ def load_hf(
         raise ModelLoadError(f"{label}: checkpoint does not match its config ({shown})")
     if model.config._attn_implementation != "eager":
         raise ModelLoadError(f"{label}: eager attention could not be set, so attentions are unavailable")
-    return ModelAdapter(
-        name=label,
-        architecture=family.architecture,
-        model=model,
-        tokenizer=residues,
-        hooks=family.hooks,
-        max_length=family.max_length(config),
+    return family.adapter(
+        label,
+        model,
+        residues,
+        config,
         causal=causal,
         source=source or str(name_or_path),
         licence=licence,

@@ -164,13 +164,12 @@ def load_tape_bert(
     model = BertModel(config, add_pooling_layer=any(k.startswith("pooler.") for k in state))
     load_exact(model, state, name)
     bert = family("bert")
-    return ModelAdapter(
-        name=name,
+    return bert.adapter(
+        name,
+        model,
+        tape_tokenizer(),
+        config,
         architecture=f"{bert.architecture} (TAPE)",
-        model=model,
-        tokenizer=tape_tokenizer(),
-        hooks=bert.hooks,
-        max_length=bert.max_length(config),
         source=str(directory),
         licence="BSD-3-Clause",
         device=device,
