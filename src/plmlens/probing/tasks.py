@@ -29,6 +29,24 @@ from plmlens.probing.regression import ContactRegression
 from plmlens.proteins import SS_CLASSES, Protein
 
 TASKS = ("secondary_structure", "binding_site", "contact", "contact_regression")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A task's headline metric (the paper's figure 5): its probes.csv name, and how figures name the task
+    and the metric."""
+
+    metric: str
+    label: str
+    metric_label: str
+
+
+#: The headline metric of each per-layer task, in `TASKS` order.
+HEADLINES = {
+    "secondary_structure": Headline("f1_macro", "Secondary structure", "macro F1"),
+    "binding_site": Headline("precision_at_L/20", "Binding site", "precision@L/20"),
+    "contact": Headline("precision_at_L/5", "Contact", "precision@L/5"),
+}
 SS_NAMES = tuple(SS_CLASSES)
 #: Integer codes of the secondary-structure labels (only numbers travel between ranks).
 _SS_LABELS = (*SS_NAMES, "other")

@@ -21,22 +21,19 @@ from matplotlib.figure import Figure
 
 from plmlens.analysis import AMINO_ACIDS, family_members, property_label
 from plmlens.analysis.result import MIN_ARCS, blosum62, property_grid
+from plmlens.probing.tasks import HEADLINES
 from plmlens.proteins import STANDARD_AMINO_ACIDS
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
-#: The headline metric of each probe task (figure 5), and the task's name in figures.
-PROBE_METRICS = {"secondary_structure": "f1_macro", "binding_site": "precision_at_L/20", "contact": "precision_at_L/5"}
-PROBE_TASK_LABELS = {"secondary_structure": "secondary_structure", "binding_site": "Binding site", "contact": "Contact"}
-_PROBE_NAMES = {"secondary_structure": "Secondary structure, macro F1", "binding_site": "Binding site, precision@L/20",
-                "contact": "Contact, precision@L/5"}  # fmt: skip
+#: The headline metric of each probe task (figure 5), from the probing tasks.
+PROBE_METRICS = {task: headline.metric for task, headline in HEADLINES.items()}
 
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False})
 
 
 def label(name: str) -> str:
-    """Readable name of a property (from the property registry: ``aa_P`` → ``Amino acid P``) or of a probe
-    task."""
-    return PROBE_TASK_LABELS.get(name) or property_label(name)
+    """Readable name of a property (from the property registry: ``aa_P`` → ``Amino acid P``)."""
+    return property_label(name)
 
 
 def figure_stem(kind: str, name: str) -> str:
@@ -149,12 +146,11 @@ def layer_profiles(layers: pd.DataFrame, centres: dict[str, float], properties: 
 
 def probe_curves(probes: pd.DataFrame) -> Figure:
     """Probe score per layer, embedding vs attention probes, one panel per task — figure 5."""
-    metrics = PROBE_METRICS
-    tasks = [t for t in metrics if t in set(probes["task"])]
+    tasks = [t for t in HEADLINES if t in set(probes["task"])]
     fig, axes = plt.subplots(len(tasks), 1, figsize=(4.5, 1.0 + 1.4 * len(tasks)), sharex=True, squeeze=False,
                              constrained_layout=True)  # fmt: skip
     for ax, task in zip(axes[:, 0], tasks, strict=True):
-        rows = probes[(probes["task"] == task) & (probes["metric"] == metrics[task])]
+        rows = probes[(probes["task"] == task) & (probes["metric"] == HEADLINES[task].metric)]
         for representation, colour in (("embedding", OKABE_ITO[1]), ("attention", OKABE_ITO[0])):
             sub = rows[rows["representation"] == representation].sort_values("layer")
             if len(sub):
@@ -162,7 +158,7 @@ def probe_curves(probes: pd.DataFrame) -> Figure:
         chance = rows["chance"].dropna()
         if len(chance):
             ax.axhline(chance.iloc[0], color="grey", linestyle=":", linewidth=1, label="chance")
-        ax.set_ylabel(f"{label(task)}\n{metrics[task]}")
+        ax.set_ylabel(f"{HEADLINES[task].label}\n{HEADLINES[task].metric}")
         ax.legend(frameon=False, fontsize=7, loc="lower right")
     axes[-1, 0].set_xlabel("Layer")
     axes[0, 0].set_title("Probes per layer")
@@ -460,12 +456,14 @@ def compare_probe_curves(probes: dict[str, pd.DataFrame], max_columns: int = 3) 
     for ax, (name, frame) in zip(axes, probes.items(), strict=True):
         tasks = [t for t in PROBE_METRICS if t in set(frame["task"])]
         for t, task in enumerate(tasks):
-            rows = frame[(frame["task"] == task) & (frame["metric"] == PROBE_METRICS[task])]
+            headline = HEADLINES[task]
+            rows = frame[(frame["task"] == task) & (frame["metric"] == headline.metric)]
             for representation, linestyle in (("embedding", "-"), ("attention", "--")):
                 sub = rows[rows["representation"] == representation].sort_values("layer")
                 if len(sub):
+                    line = f"{headline.label}, {headline.metric_label} ({representation})"
                     ax.plot(sub["layer"], sub["value"], color=OKABE_ITO[t], linestyle=linestyle, marker="o",
-                            markersize=2.5, label=f"{_PROBE_NAMES[task]} ({representation})")  # fmt: skip
+                            markersize=2.5, label=line)  # fmt: skip
             chance = rows["chance"].dropna()
             if len(chance):
                 ax.axhline(chance.iloc[0], color=OKABE_ITO[t], linestyle=":", linewidth=0.8)
