@@ -158,8 +158,9 @@ def test_causal_model_ablation_uses_next_token_loss(tmp_path):
     ]
     result = ablate(adapter, proteins, ablations=ablations, regression_proteins=1, bootstrap=20)
     assert result.info["top_contact_heads"] == {"k": 1, "heads": ["2-3"]}
-    assert result.info["answer"].startswith("The top 1 contact heads")
+    assert result.info["answer"].startswith("Ablating the top 1 contact heads")
     assert result.info["objective"] == "next-token loss" and result.info["mask_fraction"] is None
+    assert result.info["mask_draws"] == 1  # every residue is scored: nothing to draw
     baseline = result.table.set_index("ablation").loc["baseline"]
     # By hand: every residue of the evaluation proteins, predicted from the tags and the residues before it.
     nll, count = 0.0, 0
@@ -229,9 +230,15 @@ def test_ablating_the_head_that_carries_the_signal_hurts_most(tmp_path):
 def test_standard_ablations_and_top_contact_heads():
     ablations = standard_ablations(3, 4, top_heads=[(2, 1), (0, 0)], random_groups=4, seed=1)
     kinds = pd.Series([a.kind for a in ablations]).value_counts()
-    assert kinds.to_dict() == {"head": 12, "random": 4, "layer": 3, "baseline": 1, "top_contact": 1}
+    assert kinds.to_dict() == {"head": 12, "random": 4, "layer_matched": 4, "layer": 3, "baseline": 1,
+                               "top_contact": 1}  # fmt: skip
     randoms = [a.heads for a in ablations if a.kind == "random"]
     assert all(len(set(heads)) == 2 for heads in randoms)
+    # Layer-matched: one head from layer 1 and one from layer 3 in every group, as in the top group.
+    matched = [a.heads for a in ablations if a.kind == "layer_matched"]
+    assert all(sorted(layer for layer, _ in heads) == [0, 2] for heads in matched) and len(set(matched)) > 1
+    assert len([a for a in standard_ablations(3, 4, top_heads=[(0, 0)], random_groups=4, layer_matched_groups=7)
+                if a.kind == "layer_matched"]) == 7  # fmt: skip
     assert randoms == [a.heads for a in standard_ablations(3, 4, top_heads=[(2, 1), (0, 0)], random_groups=4, seed=1)
                        if a.kind == "random"]  # fmt: skip
     heads = pd.DataFrame({
@@ -255,17 +262,19 @@ def test_ablate_and_report_through_the_cli(tmp_path):
     result = runner.invoke(app, [
         "ablate", "--model", str(model), "--data", data, "--out", str(tmp_path / "run"), "--analysis",
         str(tmp_path / "run"), "--top-k", "3", "--random-groups", "3", "--regression-proteins", "4",
-        "--bootstrap", "50", "--format", "json",
+        "--bootstrap", "50", "--mask-draws", "2", "--format", "json",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert {r["kind"] for r in rows} == {"baseline", "head", "layer", "top_contact", "random"}
+    assert {r["kind"] for r in rows} == {"baseline", "head", "layer", "top_contact", "random", "layer_matched"}
     table = pd.read_csv(tmp_path / "run" / "ablation.csv")
-    assert len(table) == 1 + 12 + 3 + 1 + 3
+    assert len(table) == 1 + 12 + 3 + 1 + 3 + 3
     assert table["contact_long_p_at_L5"].notna().all()
     summary = json.loads((tmp_path / "run" / "ablation.json").read_text())
     assert summary["n_regression_proteins"] == 4 and summary["n_evaluation_proteins"] == 6
-    assert summary["answer"].startswith("The top 3 contact heads")
+    assert summary["answer"].startswith("Ablating the top 3 contact heads") and summary["mask_draws"] == 2
+    # Three groups can never show a difference: the verdict says so, and why.
+    assert "do not differ from" in summary["answer"] and "p cannot fall below 0.5" in summary["answer"]
     assert summary["loss_contact_correlation"]["n_heads"] == 12
     for figure in ("ablation.png", "ablation.svg"):  # drawn by the report into the same staged output
         assert (tmp_path / "run" / figure).stat().st_size > 0
@@ -293,17 +302,19 @@ def test_antiberty_single_head_and_group_ablation():
                    Ablation("layer 1", "layer", tuple((0, h) for h in range(8)))],
     )  # fmt: skip
     rows = result.table.set_index("ablation")
-    # The baseline by hand: the masked-LM loss of the same seeded masks, all masked at once.
+    # The baseline by hand: the masked-LM loss of the same seeded masks (each draw), all masked at once.
     evaluation = {p.id: p for p in proteins}
     nll, count, correct = 0.0, 0, 0
+    assert result.info["mask_draws"] == 3
     for k, protein_id in enumerate(result.info["evaluation_ids"]):
         protein = evaluation[protein_id]
-        masked = _masked_positions(k, len(protein), 0)
-        log_probs = adapter.residue_log_probs([protein], masked=[masked])[0][masked]
-        truth = np.array(["ACDEFGHIKLMNPQRSTVWY".index(protein.sequence[i]) for i in masked])
-        nll -= float(log_probs[np.arange(len(masked)), truth].astype(np.float64).sum())
-        count += len(masked)
-        correct += int((log_probs.argmax(axis=1) == truth).sum())
+        for draw in range(result.info["mask_draws"]):
+            masked = _masked_positions(k, len(protein), 0, draw)
+            log_probs = adapter.residue_log_probs([protein], masked=[masked])[0][masked]
+            truth = np.array(["ACDEFGHIKLMNPQRSTVWY".index(protein.sequence[i]) for i in masked])
+            nll -= float(log_probs[np.arange(len(masked)), truth].astype(np.float64).sum())
+            count += len(masked)
+            correct += int((log_probs.argmax(axis=1) == truth).sum())
     assert rows.loc["baseline", "loss"] == pytest.approx(nll / count, rel=1e-6)
     assert rows.loc["baseline", "recovery"] == pytest.approx(correct / count)
     assert rows.loc["baseline", "recovery"] > 0.6  # AntiBERTy recovers most masked residues
@@ -340,16 +351,110 @@ def test_causal_figures_keep_every_text_inside_the_canvas(n_layers, n_heads):
             plt.close(fig)
 
 
-@pytest.mark.parametrize(
-    ("low", "high", "verdict"),
-    [(0.01, 0.2, "matter more than"), (-0.2, -0.01, "matter less than"), (-0.1, 0.1, "do not clearly differ from")],
-)
-def test_the_answer_follows_the_interval_of_the_difference(low, high, verdict):
-    from plmlens.causal.ablation import answer_text
+def _planted_replicates(values, spread: float = 0.002, replicates: int = 400, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.asarray(values, dtype=float)[..., None] + spread * rng.standard_normal((*np.shape(values), replicates))
 
-    answer = {"top_contact": 0.1, "random_mean": 0.05, "random_as_large": 2, "random_groups": 10,
-              "difference": 0.05, "difference_low": low, "difference_high": high}  # fmt: skip
-    text = answer_text({"question": {"loss": answer}, "top_contact_heads": {"k": 5}})
-    assert text.startswith(f"The top 5 contact heads {verdict} random groups of 5 heads")
-    assert "2 of 10 random groups as large" in text
+
+def test_a_typical_top_group_is_not_different_though_the_mean_of_random_groups_says_less():
+    from plmlens.causal import compare_with_groups
+
+    # 90 groups cost about 0.02; 10 hold a layer-critical head and cost 0.15 (the issue's Sapiens-H case).
+    rng = np.random.default_rng(1)
+    groups = np.concatenate([0.02 + 0.004 * rng.standard_normal(90), np.full(10, 0.15)])
+    top = float(np.median(groups))
+    boot, top_boot = _planted_replicates(groups), _planted_replicates(top, seed=2)
+    answer = compare_with_groups(top, top_boot, groups, boot, seed=0)
+    assert answer["verdict"] == "not different from" and answer["p_value"] > 0.5
+    assert answer["median"] == pytest.approx(top) and answer["n_groups"] == 100
+    # The rule it replaces: the bootstrap interval of (top − mean of the random groups) lay wholly below zero.
+    old = np.percentile(top_boot - boot.mean(axis=0), [2.5, 97.5])
+    assert old[1] < 0
+
+
+@pytest.mark.parametrize(("shift", "verdict"), [(0.5, "more than"), (-0.5, "less than")])
+def test_a_top_group_beyond_every_random_group_says_so(shift, verdict):
+    from plmlens.causal import compare_with_groups
+
+    groups = np.linspace(0.0, 0.1, 100)
+    top = 0.05 + shift
+    answer = compare_with_groups(top, _planted_replicates(top, seed=3), groups, _planted_replicates(groups), seed=0)
+    assert answer["verdict"] == verdict and answer["p_value"] == pytest.approx(2 / 101)
+    assert answer["rank_as_large"] == (0 if shift > 0 else 100)
+    assert (answer["difference_low"] > 0) == (shift > 0) and (answer["difference_high"] < 0) == (shift < 0)
+    # A recovery falls when heads matter: the same numbers with the other sign of mattering flip the verdict.
+    flipped = compare_with_groups(top, _planted_replicates(top, seed=3), groups, _planted_replicates(groups),
+                                  larger_matters=False)  # fmt: skip
+    assert flipped["verdict"] == {"more than": "less than", "less than": "more than"}[verdict]
+
+
+def test_too_few_groups_can_show_no_difference_and_the_answer_says_why():
+    from plmlens.causal import answer_text, compare_with_groups
+
+    groups = np.linspace(0.0, 0.1, 10)
+    answer = compare_with_groups(1.0, _planted_replicates(1.0), groups, _planted_replicates(groups))
+    assert answer["verdict"] == "not different from" and answer["p_value"] == pytest.approx(2 / 11)
+    text = answer_text({"question": {"loss": {"random": answer}}, "top_contact_heads": {"k": 5}})
+    assert text.startswith("Ablating the top 5 contact heads changes the loss by +1.000 nats; against 10 random groups")
+    assert "do not differ from" in text and "p cannot fall below 0.18" in text and "two-sided p = 0.182" in text
     assert answer_text({"question": None}).startswith("No top contact heads")
+
+
+def _planted_ablation(tmp_path, monkeypatch, top_cost: float):
+    """`ablate` on a model whose heads each cost a planted, additive loss: four layer-critical heads of layer 1
+    0.15, the others 0.02, the five top heads `top_cost` each; every protein scales the costs by its own
+    factor. About 72% of random groups of five miss every critical head, so their median is five ordinary heads."""
+    import plmlens.causal.ablation as module
+
+    adapter = load_model(tiny_bert(tmp_path / "model", layers=8, heads=8, lm_head=True), device="cpu",
+                         dtype="float32", lm_head=True)  # fmt: skip
+    top = [(2, 0), (3, 4), (4, 1), (5, 6), (6, 3)]
+    cost = np.full((8, 8), 0.02)
+    cost[0, :4] = 0.15
+    for layer, head in top:
+        cost[layer, head] = top_cost
+    active: list[tuple[int, int]] = []
+
+    class Planted:
+        def __init__(self, adapter, heads, mode="zero", means=None):
+            self.heads = list(heads)
+
+        def __enter__(self):
+            active[:] = self.heads
+
+        def __exit__(self, *exc):
+            active.clear()
+
+    def evaluate(adapter, data, regression, *, batch_size, max_length):
+        factor = np.linspace(0.5, 1.5, len(data.proteins))
+        lost = sum(cost[layer, head] for layer, head in active)
+        sums = np.full((len(data.proteins), data.n_draws, 6), np.nan)
+        sums[:, :, 1] = 10.0
+        sums[:, :, 0] = 10.0 * (2.0 + lost * factor[:, None] + 0.01 * np.arange(data.n_draws))
+        sums[:, :, 2] = 5.0
+        return sums
+
+    monkeypatch.setattr(module, "HeadAblation", Planted)
+    monkeypatch.setattr(module, "_evaluate", evaluate)
+    proteins = [Protein(f"p{k}", s) for k, s in enumerate(_sequences(24, seed=5))]
+    return ablate(adapter, proteins, top_heads=top, regression_proteins=4, bootstrap=200)
+
+
+def test_planted_model_typical_top_heads_are_not_different(tmp_path, monkeypatch):
+    result = _planted_ablation(tmp_path, monkeypatch, top_cost=0.02)
+    table = result.table
+    top = float(table.loc[table["kind"] == "top_contact", "delta_loss"].iloc[0])
+    random = table.loc[table["kind"] == "random", "delta_loss"].to_numpy()
+    assert len(random) == 100 and top == pytest.approx(np.median(random))
+    assert top < random.mean() - 0.03  # the mean the old verdict compared with ("matter less")
+    answers = result.info["question"]["loss"]
+    assert answers["random"]["verdict"] == answers["layer_matched"]["verdict"] == "not different from"
+    assert "do not differ from those" in result.info["answer"] and "matter less" not in result.info["answer"]
+
+
+def test_planted_model_top_heads_that_matter_more_say_more(tmp_path, monkeypatch):
+    result = _planted_ablation(tmp_path, monkeypatch, top_cost=0.3)
+    answers = result.info["question"]["loss"]
+    assert answers["random"]["verdict"] == "more than" and answers["random"]["p_value"] < 0.05
+    assert answers["layer_matched"]["verdict"] == "more than"
+    assert result.info["answer"].count("matter more than those") == 2

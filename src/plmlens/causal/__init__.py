@@ -12,6 +12,8 @@ from plmlens.causal.ablation import (
     Ablation,
     AblationResult,
     ablate,
+    answer_text,
+    compare_with_groups,
     standard_ablations,
     top_contact_heads,
 )
@@ -47,7 +49,9 @@ __all__ = [
     "JacobianResult",
     "JacobianUnsupportedError",
     "ablate",
+    "answer_text",
     "categorical_jacobian",
+    "compare_with_groups",
     "head_correlation",
     "head_projections",
     "jacobian",

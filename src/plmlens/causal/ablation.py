@@ -19,6 +19,7 @@ resampled proteins for the intact and the ablated model).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +54,9 @@ class Ablation:
     Parameters
     ----------
     name : str
-        Row label (``baseline``, ``head 3-2``, ``layer 3``, ``top 5 contact``, ``random 5 #1``).
-    kind : {"baseline", "head", "layer", "top_contact", "random"}
+        Row label (``baseline``, ``head 3-2``, ``layer 3``, ``top 5 contact``, ``random 5 #1``,
+        ``layer-matched 5 #1``).
+    kind : {"baseline", "head", "layer", "top_contact", "random", "layer_matched"}
     heads : tuple of (layer, head)
         0-based heads.
     """
@@ -64,24 +66,38 @@ class Ablation:
     heads: tuple[tuple[int, int], ...] = ()
 
 
+#: Random groups drawn by default: enough for the top group's rank among them to mean something (the
+#: smallest two-sided p-value is 2 / (groups + 1)).
+RANDOM_GROUPS = 100
+#: Seeded masks per protein by default, so that no verdict hinges on one draw.
+MASK_DRAWS = 3
+#: Level of the verdict's test.
+ALPHA = 0.05
+
+
 def standard_ablations(
     n_layers: int,
     n_heads: int,
     *,
     top_heads: Sequence[tuple[int, int]] = (),
-    random_groups: int = 10,
+    random_groups: int = RANDOM_GROUPS,
+    layer_matched_groups: int | None = None,
     group_size: int | None = None,
     seed: int = 0,
 ) -> list[Ablation]:
-    """The baseline, every head alone, every layer's heads, the top contact heads, and seeded random groups
-    of as many heads (drawn from all heads) as the control.
+    """The baseline, every head alone, every layer's heads, the top contact heads, and two controls: seeded
+    random groups of as many heads drawn from all heads, and layer-matched groups drawn from the same layers
+    as the top heads, as many from each.
 
     Parameters
     ----------
     top_heads : sequence of (layer, head)
         0-based heads that align most with contacts (see :func:`top_contact_heads`).
     random_groups : int
-        Random groups drawn.
+        Random groups drawn (from all heads).
+    layer_matched_groups : int, optional
+        Layer-matched groups drawn (default: as many as `random_groups`; none without `top_heads`). Whether a
+        group holds a head a layer cannot do without otherwise decides the comparison.
     group_size : int, optional
         Heads per random group (default: as many as `top_heads`, else 5).
     """
@@ -104,6 +120,23 @@ def standard_ablations(
         picks = rng.choice(n_layers * n_heads, size=min(size, n_layers * n_heads), replace=False)
         heads = tuple(sorted((int(p) // n_heads, int(p) % n_heads) for p in picks))
         ablations.append(Ablation(f"random {size} #{k + 1}", "random", heads))
+    if top_heads:
+        matched = random_groups if layer_matched_groups is None else layer_matched_groups
+        ablations += _layer_matched(top_heads, n_heads, matched, seed)
+    return ablations
+
+
+def _layer_matched(top_heads: Sequence[tuple[int, int]], n_heads: int, groups: int, seed: int) -> list[Ablation]:
+    """Seeded groups with as many heads from each layer as `top_heads` has there, drawn within the layer."""
+    per_layer: dict[int, int] = {}
+    for layer, _ in set(top_heads):
+        per_layer[layer] = per_layer.get(layer, 0) + 1
+    rng = np.random.default_rng([seed, 31])
+    size = sum(per_layer.values())
+    ablations = []
+    for k in range(groups):
+        heads = [(layer, int(h)) for layer in sorted(per_layer) for h in rng.choice(n_heads, per_layer[layer], False)]
+        ablations.append(Ablation(f"layer-matched {size} #{k + 1}", "layer_matched", tuple(sorted(heads))))
     return ablations
 
 
@@ -123,27 +156,38 @@ def top_contact_heads(heads: pd.DataFrame | str | Path, k: int = 5, prop: str = 
     return [(int(layer) - 1, int(head) - 1) for layer, head in zip(rows["layer"], rows["head"], strict=True)]
 
 
-def _masked_positions(protein_index: int, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng([seed, 17, protein_index])
+def _masked_positions(protein_index: int, n: int, seed: int, draw: int = 0) -> np.ndarray:
+    """The `draw`-th seeded mask of a protein (`MASK_FRACTION` of its residues); draw 0 is the mask of runs
+    with one draw."""
+    key = [seed, 17, protein_index] if draw == 0 else [seed, 17, protein_index, draw]
+    rng = np.random.default_rng(key)
     return np.sort(rng.choice(n, size=max(1, round(MASK_FRACTION * n)), replace=False))
 
 
 @dataclass
 class _Evaluation:
-    """The evaluation proteins cut to the model's limit, with their masks, labels and contact maps."""
+    """The evaluation proteins cut to the model's limit, with their masks (per draw), labels and contact maps."""
 
     proteins: list[Protein]
-    masks: list[np.ndarray] | None
+    masks: list[list[np.ndarray]] | None  # [draw][protein]; None for a causal model (every residue scored)
     contacts: list[np.ma.MaskedArray]
     truth: list[np.ndarray] = field(default_factory=list)  # column of the true residue, -1 when not standard
 
+    @property
+    def n_draws(self) -> int:
+        return 1 if self.masks is None else len(self.masks)
 
-def _prepare(adapter: ModelAdapter, proteins: Sequence[Protein], seed: int, max_length: int) -> _Evaluation:
+
+def _prepare(
+    adapter: ModelAdapter, proteins: Sequence[Protein], seed: int, max_length: int, mask_draws: int = 1
+) -> _Evaluation:
     limit = min(max_length, adapter.max_length) - adapter.tokenizer.n_special
     cut = [p.first(limit) for p in proteins]
     columns = {c: k for k, c in enumerate(STANDARD_RESIDUES)}
     truth = [np.array([columns.get(c, -1) for c in p.sequence.upper()]) for p in cut]
-    masks = None if adapter.causal else [_masked_positions(k, len(p), seed) for k, p in enumerate(cut)]
+    masks = None
+    if not adapter.causal:
+        masks = [[_masked_positions(k, len(p), seed, draw) for k, p in enumerate(cut)] for draw in range(mask_draws)]
     return _Evaluation(cut, masks, [contact_map(p) for p in cut], truth)
 
 
@@ -155,57 +199,97 @@ def _evaluate(
     batch_size: int,
     max_length: int,
 ) -> np.ndarray:
-    """Per-protein sums (`_COLUMNS`) under whatever ablation is active."""
-    sums = np.full((len(data.proteins), len(_COLUMNS)), np.nan)
+    """Per-protein sums (`_COLUMNS`) under whatever ablation is active, shape (proteins, mask draws, columns);
+    the contact precision does not depend on the masks and is in every draw."""
+    sums = np.full((len(data.proteins), data.n_draws, len(_COLUMNS)), np.nan)
     for start in range(0, len(data.proteins), batch_size):
         batch = data.proteins[start : start + batch_size]
-        masks = None if data.masks is None else data.masks[start : start + batch_size]
-        log_probs = adapter.residue_log_probs(batch, masked=masks, max_length=max_length)
-        for b, (protein, lp) in enumerate(zip(batch, log_probs, strict=True)):
-            k = start + b
-            scored = np.arange(len(protein)) if masks is None else masks[b]
-            if adapter.causal and not adapter.tokenizer.prefix:
-                scored = scored[scored > 0]
-            truth = data.truth[k][scored]
-            keep = truth >= 0
-            scored, truth = scored[keep], truth[keep]
-            nll = -lp[scored, truth].astype(np.float64)
-            correct = lp[scored].argmax(axis=1) == truth
-            sums[k, :3] = nll.sum(), len(scored), correct.sum()
-            if protein.binding_site is not None:
-                site = protein.binding_site[scored]
-                sums[k, 3:5] = correct[site].sum(), site.sum()
+        for draw in range(data.n_draws):
+            masks = None if data.masks is None else data.masks[draw][start : start + batch_size]
+            sums[start : start + len(batch), draw, :5] = _language_model_sums(adapter, data, start, batch, masks,
+                                                                              max_length)  # fmt: skip
         if regression is not None:
-            # Layer by layer: a deep model's attention over a batch need never be in memory at once.
-            scores = [np.full((len(p), len(p)), regression.intercept_) for p in batch]
-            for output in adapter.iter_layers(batch, max_length=max_length, hidden_states=False):
-                for b, protein in enumerate(batch):
-                    n = len(protein)
-                    scores[b] += regression.layer_scores(output.layer, output.attention[b, :, :n, :n].numpy())
-            for b in range(len(batch)):
-                k = start + b
-                if data.contacts[k].count():
-                    sums[k, 5] = contact_precisions(scores[b], data.contacts[k], (5,))[("long", 5)][0]
+            sums[start : start + len(batch), :, 5] = _contact_precisions(adapter, data, start, batch, regression,
+                                                                         max_length)[:, None]  # fmt: skip
     return sums
 
 
-def _statistics(sums: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Each statistic under protein weights ``(replicates, proteins)`` (ones for the point estimate)."""
+def _language_model_sums(
+    adapter: ModelAdapter,
+    data: _Evaluation,
+    start: int,
+    batch: Sequence[Protein],
+    masks: Sequence[np.ndarray] | None,
+    max_length: int,
+) -> np.ndarray:
+    """The first five `_COLUMNS` of each protein of `batch` (the proteins from `start` on) under `masks`."""
+    sums = np.full((len(batch), 5), np.nan)
+    log_probs = adapter.residue_log_probs(batch, masked=masks, max_length=max_length)
+    for b, (protein, lp) in enumerate(zip(batch, log_probs, strict=True)):
+        scored = np.arange(len(protein)) if masks is None else masks[b]
+        if adapter.causal and not adapter.tokenizer.prefix:
+            scored = scored[scored > 0]
+        truth = data.truth[start + b][scored]
+        keep = truth >= 0
+        scored, truth = scored[keep], truth[keep]
+        nll = -lp[scored, truth].astype(np.float64)
+        correct = lp[scored].argmax(axis=1) == truth
+        sums[b, :3] = nll.sum(), len(scored), correct.sum()
+        if protein.binding_site is not None:
+            site = protein.binding_site[scored]
+            sums[b, 3:5] = correct[site].sum(), site.sum()
+    return sums
 
-    def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+
+def _contact_precisions(
+    adapter: ModelAdapter,
+    data: _Evaluation,
+    start: int,
+    batch: Sequence[Protein],
+    regression: ContactRegression,
+    max_length: int,
+) -> np.ndarray:
+    """Long-range precision@L/5 of the contact regression on each protein of `batch` (NaN without contacts)."""
+    # Layer by layer: a deep model's attention over a batch need never be in memory at once.
+    scores = [np.full((len(p), len(p)), regression.intercept_) for p in batch]
+    for output in adapter.iter_layers(batch, max_length=max_length, hidden_states=False):
+        for b, protein in enumerate(batch):
+            n = len(protein)
+            scores[b] += regression.layer_scores(output.layer, output.attention[b, :, :n, :n].numpy())
+    precisions = np.full(len(batch), np.nan)
+    for b in range(len(batch)):
+        contacts = data.contacts[start + b]
+        if contacts.count():
+            precisions[b] = contact_precisions(scores[b], contacts, (5,))[("long", 5)][0]
+    return precisions
+
+
+def _statistics(sums: np.ndarray, weights: np.ndarray, draws: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Each statistic of per-protein, per-draw sums ``(proteins, draws, columns)`` under protein weights
+    ``(replicates, proteins)`` and mask-draw weights ``(replicates, proteins, draws)`` (default: every draw
+    once); ones give the point estimate.
+
+    The loss and recoveries are ratios of sums over proteins and their mask draws; the contact precision, which
+    no mask changes, is the weighted mean over proteins with contacts.
+    """
+    per_draw = np.ones(sums.shape[1]) if draws is None else draws
+    combined = (weights[:, :, None] * per_draw).reshape(len(weights), -1)
+
+    def ratio(numerator: np.ndarray, denominator: np.ndarray, by: np.ndarray) -> np.ndarray:
         usable = ~np.isnan(numerator) & ~np.isnan(denominator)
-        top = weights @ np.where(usable, numerator, 0.0)
-        bottom = weights @ np.where(usable, denominator, 0.0)
+        top = by @ np.where(usable, numerator, 0.0)
+        bottom = by @ np.where(usable, denominator, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1), np.nan)
 
-    long = sums[:, 5]
+    flat = sums.reshape(-1, sums.shape[2])
+    long = sums[:, 0, 5]
     usable = ~np.isnan(long)
     return {
-        "loss": ratio(sums[:, 0], sums[:, 1]),
-        "recovery": ratio(sums[:, 2], sums[:, 1]),
-        "site_recovery": ratio(sums[:, 3], sums[:, 4]),
-        "contact_long_p_at_L5": ratio(np.where(usable, long, np.nan), usable.astype(float)),
+        "loss": ratio(flat[:, 0], flat[:, 1], combined),
+        "recovery": ratio(flat[:, 2], flat[:, 1], combined),
+        "site_recovery": ratio(flat[:, 3], flat[:, 4], combined),
+        "contact_long_p_at_L5": ratio(np.where(usable, long, np.nan), usable.astype(float), weights),
     }
 
 
@@ -246,57 +330,136 @@ class AblationResult:
         }
 
 
-def _group_answer(table: pd.DataFrame, boot: dict[str, dict[str, np.ndarray]], statistic: str) -> dict | None:
-    """Do the top contact heads matter more than random groups of as many heads, for one statistic?"""
-    top = table[table["kind"] == "top_contact"]
-    random = table[table["kind"] == "random"]
-    if top.empty or random.empty:
+#: The controls the top group is compared with: ablation kind and how the verdict names it.
+CONTROLS = {"random": "random groups", "layer_matched": "layer-matched groups"}
+
+
+def compare_with_groups(
+    top: float,
+    top_boot: np.ndarray,
+    groups: np.ndarray,
+    groups_boot: np.ndarray,
+    *,
+    larger_matters: bool = True,
+    alpha: float = ALPHA,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """Where the top group's change stands among the changes of control groups of as many heads.
+
+    Parameters
+    ----------
+    top : float
+        The top group's change (e.g. its Δ loss).
+    top_boot : ndarray, shape (replicates,)
+        Its bootstrap replicates (over proteins and mask draws).
+    groups : ndarray, shape (groups,)
+        Each control group's change.
+    groups_boot : ndarray, shape (groups, replicates)
+        Their replicates, from the same resamples as `top_boot`.
+    larger_matters : bool
+        Whether a larger change means the heads matter more (a loss rises; a recovery falls).
+    alpha : float
+        Level of the two-sided test.
+    seed : int
+        Seed of the resampling of the groups in the interval.
+
+    Returns
+    -------
+    dict or None
+        ``top``, the groups' ``median``, ``q05`` and ``q95``, ``n_groups``, ``rank_as_large`` (groups whose change
+        is at least the top group's, in the direction of mattering), ``p_value`` (two-sided, empirical, with
+        the +1 correction: ``2 min(1 + as large, 1 + as small) / (groups + 1)``, at most 1), ``min_p_value``
+        (the smallest that as many groups can give), ``difference`` (top − median) with ``difference_low`` and
+        ``difference_high`` (95%, over proteins, mask draws and a redraw of the groups), and ``verdict``:
+        ``"more than"`` or ``"less than"`` when p ≤ `alpha` and the interval lies on that side of zero, else
+        ``"not different from"``. None without a finite top value or finite group values.
+    """
+    keep = np.isfinite(groups)
+    if not np.isfinite(top) or not keep.any():
         return None
-    delta = f"delta_{statistic}"
-    top_value = float(top[delta].iloc[0])
-    values = random[delta].to_numpy(dtype=float)
-    if not np.isfinite(top_value) or not np.isfinite(values).any():
-        return None
-    values = values[np.isfinite(values)]
-    # A loss rises when a model loses something; recovery and contact precision fall.
-    sign = 1.0 if statistic == "loss" else -1.0
-    as_large = int(np.sum(sign * values >= sign * top_value))
-    difference = boot[top["ablation"].iloc[0]][statistic] - np.nanmean(
-        [boot[name][statistic] for name in random["ablation"]], axis=0
-    )
-    low, high = np.nanpercentile(difference, [2.5, 97.5]) if np.isfinite(difference).any() else (np.nan, np.nan)
+    values, boot = groups[keep], groups_boot[keep]
+    sign = 1.0 if larger_matters else -1.0
+    n = len(values)
+    as_large = int(np.sum(sign * values >= sign * top))
+    as_small = int(np.sum(sign * values <= sign * top))
+    p_value = min(1.0, 2 * min(1 + as_large, 1 + as_small) / (n + 1))
+    # Each replicate redraws the groups too: the interval holds the choice of groups as well as the proteins.
+    rng = np.random.default_rng([seed, 41])
+    picks = rng.integers(0, n, size=(boot.shape[1], n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate without finite groups is NaN, and left out
+        medians = np.nanmedian(np.take_along_axis(boot.T, picks, axis=1), axis=1)
+    difference = top_boot - medians
+    finite = difference[np.isfinite(difference)]
+    low, high = np.percentile(finite, [2.5, 97.5]) if len(finite) else (np.nan, np.nan)
+    median = float(np.median(values))
+    matters = sign * np.array([low, high])
+    verdict = "not different from"
+    if p_value <= alpha and np.nanmin(matters) > 0:
+        verdict = "more than"
+    elif p_value <= alpha and np.nanmax(matters) < 0:
+        verdict = "less than"
     return {
-        "top_contact": top_value,
-        "random_mean": float(np.nanmean(values)),
-        "random_min": float(np.nanmin(values)),
-        "random_max": float(np.nanmax(values)),
-        "random_groups": len(values),
-        "random_as_large": as_large,
-        "empirical_p": (1 + as_large) / (1 + len(values)),
-        "difference": top_value - float(np.nanmean(values)),
-        "difference_low": float(low),
-        "difference_high": float(high),
-    }
+        "top": float(top), "median": median, "q05": float(np.quantile(values, 0.05)),
+        "q95": float(np.quantile(values, 0.95)), "n_groups": n, "rank_as_large": as_large, "p_value": p_value,
+        "min_p_value": min(1.0, 2 / (n + 1)), "difference": float(top) - median, "difference_low": float(low),
+        "difference_high": float(high), "verdict": verdict,
+    }  # fmt: skip
+
+
+def _question(table: pd.DataFrame, boot: dict[str, dict[str, np.ndarray]], statistic: str, seed: int) -> dict:
+    """`compare_with_groups` of the top contact group against each control (`CONTROLS`) present, for one
+    statistic."""
+    top = table[table["kind"] == "top_contact"]
+    if top.empty:
+        return {}
+    top_name, delta = top["ablation"].iloc[0], f"delta_{statistic}"
+    answers = {}
+    for kind in CONTROLS:
+        rows = table[table["kind"] == kind]
+        if rows.empty:
+            continue
+        answer = compare_with_groups(
+            float(top[delta].iloc[0]), boot[top_name][statistic], rows[delta].to_numpy(dtype=float),
+            np.stack([boot[name][statistic] for name in rows["ablation"]]),
+            larger_matters=statistic == "loss", seed=seed,
+        )  # fmt: skip
+        if answer is not None:
+            answers[kind] = answer
+    return answers
+
+
+_VERDICT_PHRASES = {"more than": "matter more than", "less than": "matter less than",
+                    "not different from": "do not differ from"}  # fmt: skip
+
+
+def _control_sentence(answer: dict, control: str, k: int) -> str:
+    """What one control says, with the numbers it rests on."""
+    sentence = (
+        f"against {answer['n_groups']} {control} of {k} heads (median {answer['median']:+.3f}, 5–95% "
+        f"{answer['q05']:+.3f} to {answer['q95']:+.3f}; {answer['rank_as_large']} cost at least as much), they "
+        f"{_VERDICT_PHRASES[answer['verdict']]} those: two-sided p = "
+        f"{answer['p_value']:.3g}, difference from the median {answer['difference']:+.3f} nats (95% interval "
+        f"{answer['difference_low']:+.3f} to {answer['difference_high']:+.3f}, over proteins, mask draws and groups)"
+    )
+    if answer["min_p_value"] > ALPHA:
+        sentence += (
+            f" — with only {answer['n_groups']} groups p cannot fall below {answer['min_p_value']:.2g}, so no "
+            f"difference could be shown; draw more groups (--random-groups)"
+        )
+    return sentence
 
 
 def answer_text(info: dict) -> str:
-    """One sentence for the user's first question: do the contact heads matter more than random heads?"""
-    answer = (info.get("question") or {}).get("loss")
-    if answer is None:
+    """The answer to the user's first question, with the numbers it rests on: do the top contact heads
+    matter more than random groups of as many heads (and than layer-matched ones)?"""
+    answers = (info.get("question") or {}).get("loss") or {}
+    if not answers:
         return "No top contact heads were given (--analysis RUN_DIR), so they were not compared with random heads."
     k = info["top_contact_heads"]["k"]
-    if answer["difference_low"] > 0:
-        verdict = "matter more than"
-    elif answer["difference_high"] < 0:
-        verdict = "matter less than"
-    else:
-        verdict = "do not clearly differ from"
-    return (
-        f"The top {k} contact heads {verdict} random groups of {k} heads: loss {answer['top_contact']:+.3f} nats "
-        f"against {answer['random_mean']:+.3f} on average ({answer['random_as_large']} of "
-        f"{answer['random_groups']} random groups as large; difference {answer['difference']:+.3f}, 95% bootstrap "
-        f"interval {answer['difference_low']:+.3f} to {answer['difference_high']:+.3f})."
-    )
+    first = next(iter(answers.values()))
+    parts = [_control_sentence(answers[kind], CONTROLS[kind], k) for kind in CONTROLS if kind in answers]
+    return f"Ablating the top {k} contact heads changes the loss by {first['top']:+.3f} nats; " + "; ".join(parts) + "."
 
 
 def ablate(
@@ -305,7 +468,9 @@ def ablate(
     *,
     mode: str = "zero",
     top_heads: Sequence[tuple[int, int]] = (),
-    random_groups: int = 10,
+    random_groups: int = RANDOM_GROUPS,
+    layer_matched_groups: int | None = None,
+    mask_draws: int = MASK_DRAWS,
     ablations: Sequence[Ablation] | None = None,
     regression_proteins: int = 20,
     limit: int | None = None,
@@ -330,7 +495,11 @@ def ablate(
     top_heads : sequence of (layer, head)
         0-based top contact heads (:func:`top_contact_heads`), ablated together and against random groups.
     random_groups : int
-        Random groups of ``len(top_heads)`` heads (5 without top heads).
+        Random groups of ``len(top_heads)`` heads (5 without top heads), drawn from all heads.
+    layer_matched_groups : int, optional
+        Groups with as many heads from each layer as the top heads (default: `random_groups`).
+    mask_draws : int
+        Seeded masks per protein (masked models); the statistics pool them and the intervals resample them.
     ablations : sequence of Ablation, optional
         Instead of :func:`standard_ablations`; a baseline is added when missing.
     limit : int, optional
@@ -354,12 +523,14 @@ def ablate(
     records = [p for p in proteins if isinstance(p, Protein)]
     usable, skipped = encodable(adapter, records, max_length)
     train, evaluation = split_for_regression(usable, regression_proteins, seed, limit)
-    data = _prepare(adapter, evaluation, seed, max_length)
+    if mask_draws < 1:
+        raise ValueError(f"mask_draws must be at least 1, got {mask_draws}")
+    data = _prepare(adapter, evaluation, seed, max_length, mask_draws)
     regression = _fit_regression(adapter, train, seed, max_length)
     if ablations is None:
-        ablations = standard_ablations(
-            adapter.n_layers, adapter.n_heads, top_heads=top_heads, random_groups=random_groups, seed=seed
-        )
+        ablations = standard_ablations(adapter.n_layers, adapter.n_heads, top_heads=top_heads,
+                                       random_groups=random_groups, layer_matched_groups=layer_matched_groups,
+                                       seed=seed)  # fmt: skip
     ablations = list(ablations)
     if not any(a.kind == "baseline" for a in ablations):
         ablations.insert(0, Ablation("baseline", "baseline"))
@@ -369,8 +540,48 @@ def ablate(
         else None
     )
 
+    per_protein, seconds = _run_ablations(adapter, ablations, data, regression, mode, means, batch_size, max_length,
+                                          progress)  # fmt: skip
+    table, boot_deltas = _table(ablations, per_protein, data, bootstrap, seed)
+    question = {statistic: _question(table, boot_deltas, statistic, seed) for statistic in STATISTICS}
+    # The top contact group as run (given as `top_heads`, or among custom `ablations`).
+    top_group = next((a.heads for a in ablations if a.kind == "top_contact"), tuple(top_heads))
+    objective = "next-token loss" if adapter.causal else f"masked-LM loss ({data.n_draws} seeded 15% masks per protein)"
+    info = {
+        "model": {"name": adapter.name, "layers": adapter.n_layers, "heads": adapter.n_heads,
+                  "causal": adapter.causal, "random_init": adapter.random_init, "init_seed": adapter.init_seed},
+        "mode": mode, "seed": seed, "mask_fraction": None if adapter.causal else MASK_FRACTION,
+        "mask_draws": data.n_draws, "objective": objective,
+        "n_proteins": len(records), "n_skipped": len(skipped), "skipped": skipped[:50],
+        "n_regression_proteins": len(train), "n_evaluation_proteins": len(data.proteins),
+        "evaluation_ids": [p.id for p in data.proteins],
+        "n_binding_site_proteins": int(sum(p.binding_site is not None for p in data.proteins)),
+        "bootstrap": bootstrap, "n_ablations": len(ablations),
+        "top_contact_heads": {"k": len(top_group), "heads": [f"{layer + 1}-{head + 1}" for layer, head in top_group]},
+        "question": {k: v for k, v in question.items() if v} or None,
+        "seconds_per_ablation": float(np.mean(seconds)) if seconds else None,
+        "wall_seconds": time.perf_counter() - started,
+    }  # fmt: skip
+    info["answer"] = answer_text(info)
+    return AblationResult(table, info)
+
+
+def _run_ablations(
+    adapter: ModelAdapter,
+    ablations: Sequence[Ablation],
+    data: _Evaluation,
+    regression: ContactRegression | None,
+    mode: str,
+    means: np.ndarray | None,
+    batch_size: int,
+    max_length: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[dict[str, np.ndarray], list[float]]:
+    """Each ablation's per-protein sums (`_evaluate`), and the seconds each took."""
     per_protein: dict[str, np.ndarray] = {}
+    seconds = []
     for done, ablation in enumerate(ablations):
+        started = time.perf_counter()
         if ablation.heads:
             with HeadAblation(adapter, ablation.heads, mode=mode, means=means):
                 per_protein[ablation.name] = _evaluate(
@@ -380,22 +591,32 @@ def ablate(
             per_protein[ablation.name] = _evaluate(
                 adapter, data, regression, batch_size=batch_size, max_length=max_length
             )
+        seconds.append(time.perf_counter() - started)
         if progress is not None:
             progress(done + 1, len(ablations))
+    return per_protein, seconds
 
-    # The top contact group as run (given as `top_heads`, or among custom `ablations`).
-    top_group = next((a.heads for a in ablations if a.kind == "top_contact"), tuple(top_heads))
+
+def _table(
+    ablations: Sequence[Ablation], per_protein: dict[str, np.ndarray], data: _Evaluation, bootstrap: int, seed: int
+) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+    """The ablation table (statistics, their change from the baseline and its 95% interval), and each
+    ablation's replicates of the changes, over proteins and, within each protein, its mask draws."""
     n = len(data.proteins)
     rng = np.random.default_rng([seed, 29])
     weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(bootstrap)]).astype(float)
+    draws = None
+    if data.n_draws > 1:
+        draw_rng = np.random.default_rng([seed, 37])
+        draws = draw_rng.multinomial(data.n_draws, np.full(data.n_draws, 1 / data.n_draws), size=(bootstrap, n))
     ones = np.ones((1, n))
     base_name = next(a.name for a in ablations if a.kind == "baseline")
     base_point = _statistics(per_protein[base_name], ones)
-    base_boot = _statistics(per_protein[base_name], weights)
+    base_boot = _statistics(per_protein[base_name], weights, draws)
     rows, boot_deltas = [], {}
     for ablation in ablations:
         sums = per_protein[ablation.name]
-        point, boot = _statistics(sums, ones), _statistics(sums, weights)
+        point, boot = _statistics(sums, ones), _statistics(sums, weights, draws)
         row: dict[str, Any] = {"ablation": ablation.name, "kind": ablation.kind}
         row["layer"] = ablation.heads[0][0] + 1 if ablation.kind in ("head", "layer") else None
         row["head"] = ablation.heads[0][1] + 1 if ablation.kind == "head" else None
@@ -411,24 +632,7 @@ def ablate(
             low, high = np.percentile(finite, [2.5, 97.5]) if len(finite) else (np.nan, np.nan)
             row[f"delta_{statistic}_low"], row[f"delta_{statistic}_high"] = float(low), float(high)
         rows.append(row)
-    table = pd.DataFrame(rows)
-    question = {statistic: _group_answer(table, boot_deltas, statistic) for statistic in STATISTICS}
-    info = {
-        "model": {"name": adapter.name, "layers": adapter.n_layers, "heads": adapter.n_heads,
-                  "causal": adapter.causal, "random_init": adapter.random_init, "init_seed": adapter.init_seed},
-        "mode": mode, "seed": seed, "mask_fraction": None if adapter.causal else MASK_FRACTION,
-        "objective": "next-token loss" if adapter.causal else "masked-LM loss (one fixed 15% mask per protein)",
-        "n_proteins": len(records), "n_skipped": len(skipped), "skipped": skipped[:50],
-        "n_regression_proteins": len(train), "n_evaluation_proteins": n,
-        "evaluation_ids": [p.id for p in data.proteins],
-        "n_binding_site_proteins": int(sum(p.binding_site is not None for p in data.proteins)),
-        "bootstrap": bootstrap, "n_ablations": len(ablations),
-        "top_contact_heads": {"k": len(top_group), "heads": [f"{layer + 1}-{head + 1}" for layer, head in top_group]},
-        "question": {k: v for k, v in question.items() if v is not None} or None,
-        "wall_seconds": time.perf_counter() - started,
-    }  # fmt: skip
-    info["answer"] = answer_text(info)
-    return AblationResult(table, info)
+    return pd.DataFrame(rows), boot_deltas
 
 
 def _fit_regression(

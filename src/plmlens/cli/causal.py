@@ -92,7 +92,14 @@ def ablate(
         str, typer.Option(help="Replace an ablated head's output by zero or by its mean over the data.")
     ] = "zero",
     top_k: Annotated[int, typer.Option(help="Top contact heads taken from --analysis.")] = 5,
-    random_groups: Annotated[int, typer.Option(help="Random groups of top-k heads (the control).")] = 10,
+    random_groups: Annotated[
+        int, typer.Option(min=0, help="Random groups of top-k heads drawn from all heads (the control).")
+    ] = 100,
+    layer_matched_groups: Annotated[
+        int | None,
+        typer.Option(min=0, help="Groups with as many heads per layer as the top heads (default: --random-groups)."),
+    ] = None,
+    mask_draws: Annotated[int, typer.Option(min=1, help="Seeded masks per protein (masked models).")] = 3,
     regression_proteins: Annotated[int, typer.Option(help="Proteins the contact regression is fitted on.")] = 20,
     limit: Annotated[int | None, typer.Option(help="Evaluate at most N proteins.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the masks, the random groups and the bootstrap.")] = 0,
@@ -104,9 +111,10 @@ def ablate(
     overwrite: OverwriteOption = False,
     fmt: FormatOption = OutputFormat.auto,
 ) -> None:
-    """Knock out every head, every layer, the top contact heads and random groups, and measure the change in
-    masked-LM loss (next-token loss for causal models), residue recovery (all and binding-site residues) and
-    contact-regression precision@L/5 (long range), with protein-bootstrap intervals.
+    """Knock out every head, every layer, the top contact heads and control groups (random, and matched to the
+    top heads' layers), and measure the change in masked-LM loss (next-token loss for causal models), residue
+    recovery (all and binding-site residues) and contact-regression precision@L/5 (long range), with intervals
+    over proteins and mask draws. The verdict ranks the top group among the control groups.
 
     --format csv|json prints the rows of ablation.csv.
     """
@@ -127,7 +135,8 @@ def ablate(
     with claim_or_exit(out_dir, ABLATION_OUTPUTS, overwrite=overwrite) as claim:
         records, adapter = _records_and_model(data, model, device, dtype, head_projections)
         result = _ablate(adapter, records, data, analysis, contact_heads, mode=mode, top_heads=top_heads,
-                         random_groups=random_groups, regression_proteins=regression_proteins, limit=limit, seed=seed,
+                         random_groups=random_groups, layer_matched_groups=layer_matched_groups,
+                         mask_draws=mask_draws, regression_proteins=regression_proteins, limit=limit, seed=seed,
                          batch_size=batch_size, max_length=max_length, bootstrap=bootstrap)  # fmt: skip
         commit_or_exit(claim, lambda staging: _write_ablation(result, staging, contact_heads))
     _print_ablation(result, adapter.name, mode, out_dir, fmt)
@@ -168,7 +177,9 @@ def _write_ablation(result: AblationResult, directory: Path, contact_heads: pd.D
 
 def _print_ablation(result, model_name: str, mode: str, out_dir: Path, fmt: OutputFormat) -> None:
     rows = result.table.to_dict("records")
-    shown = [r for r in rows if r["kind"] != "head"] if fmt is OutputFormat.table else rows
+    # On a terminal the groups are summed up by the verdict below the table; CSV and JSON hold every row.
+    listed = ("head", "random", "layer_matched")
+    shown = [r for r in rows if r["kind"] not in listed] if fmt is OutputFormat.table else rows
     print_table(
         shown,
         [Column("ablation"), Column("heads", no_wrap=False),
@@ -177,7 +188,7 @@ def _print_ablation(result, model_name: str, mode: str, out_dir: Path, fmt: Outp
          Column("Δ site recovery", lambda r: _number(r["delta_site_recovery"], signed=True), "right"),
          Column("Δ contact P@L/5 long", lambda r: _number(r["delta_contact_long_p_at_L5"], signed=True), "right")],
         fmt,
-        title=f"{model_name}: ablations ({mode}); single heads are in ablation.csv and the figure",
+        title=f"{model_name}: ablations ({mode}); single heads and control groups are in ablation.csv and the figure",
         caption=result.info["answer"],
     )  # fmt: skip
     print_note(f"wrote {escape_text(str(out_dir))}/ablation.csv, ablation.json, ablation.png", fmt)
