@@ -413,29 +413,36 @@ def _planted_ablation(tmp_path, monkeypatch, top_cost: float):
     cost[0, :4] = 0.15
     for layer, head in top:
         cost[layer, head] = top_cost
-    active: list[tuple[int, int]] = []
+    active: list[list[tuple[int, int]]] = [[]]  # the heads each copy of a batch loses
 
     class Planted:
         def __init__(self, adapter, heads, mode="zero", means=None):
-            self.heads = list(heads)
+            self.groups = [list(heads)]
 
         def __enter__(self):
-            active[:] = self.heads
+            active[:] = self.groups
 
         def __exit__(self, *exc):
-            active.clear()
+            active[:] = [[]]
 
-    def evaluate(adapter, data, regression, *, batch_size, max_length):
+    class PlantedGroups(Planted):
+        def __init__(self, adapter, groups, mode="zero", means=None):
+            self.groups = [list(heads) for heads in groups]
+
+    def evaluate_copies(adapter, data, regression, copies, *, batch_size, max_length):
+        assert copies == len(active)
         factor = np.linspace(0.5, 1.5, len(data.proteins))
-        lost = sum(cost[layer, head] for layer, head in active)
-        sums = np.full((len(data.proteins), data.n_draws, 6), np.nan)
-        sums[:, :, 1] = 10.0
-        sums[:, :, 0] = 10.0 * (2.0 + lost * factor[:, None] + 0.01 * np.arange(data.n_draws))
-        sums[:, :, 2] = 5.0
+        sums = np.full((copies, len(data.proteins), data.n_draws, 6), np.nan)
+        for copy, heads in enumerate(active):
+            lost = sum(cost[layer, head] for layer, head in heads)
+            sums[copy, :, :, 1] = 10.0
+            sums[copy, :, :, 0] = 10.0 * (2.0 + lost * factor[:, None] + 0.01 * np.arange(data.n_draws))
+            sums[copy, :, :, 2] = 5.0
         return sums
 
     monkeypatch.setattr(module, "HeadAblation", Planted)
-    monkeypatch.setattr(module, "_evaluate", evaluate)
+    monkeypatch.setattr(module, "GroupAblation", PlantedGroups)
+    monkeypatch.setattr(module, "_evaluate_copies", evaluate_copies)
     proteins = [Protein(f"p{k}", s) for k, s in enumerate(_sequences(24, seed=5))]
     return ablate(adapter, proteins, top_heads=top, regression_proteins=4, bootstrap=200)
 
@@ -458,3 +465,34 @@ def test_planted_model_top_heads_that_matter_more_say_more(tmp_path, monkeypatch
     assert answers["random"]["verdict"] == "more than" and answers["random"]["p_value"] < 0.05
     assert answers["layer_matched"]["verdict"] == "more than"
     assert result.info["answer"].count("matter more than those") == 2
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_group_ablation_gives_each_copy_of_a_batch_its_own_group(mlm, mode):
+    from plmlens.causal import GroupAblation
+
+    sequences = _sequences(3, seed=4)
+    groups = [[(0, 0)], [(1, 2), (2, 3)], []]
+    means = mean_head_outputs(mlm, sequences) if mode == "mean" else None
+    # Each recording comes after the edit (hooks on a module run in the order they were attached).
+    with GroupAblation(mlm, groups, mode=mode, means=means), record_head_outputs(mlm) as together:
+        mlm.residue_log_probs(sequences * len(groups))
+    for g, heads in enumerate(groups):
+        with HeadAblation(mlm, heads, mode=mode, means=means), record_head_outputs(mlm) as alone:
+            mlm.residue_log_probs(sequences)
+        for layer, (joint, single) in enumerate(zip(together, alone, strict=True)):
+            rows = joint[g * len(sequences) : (g + 1) * len(sequences)]
+            assert rows.shape == single.shape
+            torch.testing.assert_close(rows, single, rtol=1e-5, atol=1e-6, msg=f"group {g}, layer {layer}")
+    with pytest.raises(ValueError, match="at least one group"):
+        GroupAblation(mlm, [])
+
+
+def test_control_groups_in_one_pass_agree_with_one_by_one(mlm):
+    proteins = [Protein(f"p{k}", s) for k, s in enumerate(_sequences(10, seed=6))]
+    settings = dict(top_heads=[(0, 1), (2, 0)], random_groups=6, regression_proteins=2, bootstrap=50, mask_draws=2)
+    one = ablate(mlm, proteins, groups_per_pass=1, **settings)
+    four = ablate(mlm, proteins, groups_per_pass=4, **settings)
+    columns = ["ablation", "kind", "delta_loss", "delta_recovery"]
+    pd.testing.assert_frame_equal(one.table[columns], four.table[columns], rtol=1e-5, atol=1e-7)
+    assert four.info["seconds_per_group"] > 0 and four.info["groups_per_pass"] == 4

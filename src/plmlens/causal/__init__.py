@@ -20,6 +20,7 @@ from plmlens.causal.ablation import (
 from plmlens.causal.heads import (
     ABLATION_MODES,
     AblationUnsupportedError,
+    GroupAblation,
     HeadAblation,
     head_projections,
     mean_head_outputs,
@@ -45,6 +46,7 @@ __all__ = [
     "Ablation",
     "AblationResult",
     "AblationUnsupportedError",
+    "GroupAblation",
     "HeadAblation",
     "JacobianResult",
     "JacobianUnsupportedError",

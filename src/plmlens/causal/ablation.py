@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plmlens.causal.heads import HeadAblation, head_projections, mean_head_outputs
+from plmlens.causal.heads import GroupAblation, HeadAblation, head_projections, mean_head_outputs
 from plmlens.causal.jacobian import encodable, labelled_attention, split_for_regression
 from plmlens.causal.statistics import loss_contact_correlation
 from plmlens.models import ModelAdapter
@@ -201,16 +202,31 @@ def _evaluate(
 ) -> np.ndarray:
     """Per-protein sums (`_COLUMNS`) under whatever ablation is active, shape (proteins, mask draws, columns);
     the contact precision does not depend on the masks and is in every draw."""
-    sums = np.full((len(data.proteins), data.n_draws, len(_COLUMNS)), np.nan)
+    return _evaluate_copies(adapter, data, regression, 1, batch_size=batch_size, max_length=max_length)[0]
+
+
+def _evaluate_copies(
+    adapter: ModelAdapter,
+    data: _Evaluation,
+    regression: ContactRegression | None,
+    copies: int,
+    *,
+    batch_size: int,
+    max_length: int,
+) -> np.ndarray:
+    """`_evaluate` of every batch repeated `copies` times in one forward pass (a `GroupAblation` gives each copy
+    its group), shape (copies, proteins, mask draws, columns)."""
+    sums = np.full((copies, len(data.proteins), data.n_draws, len(_COLUMNS)), np.nan)
     for start in range(0, len(data.proteins), batch_size):
         batch = data.proteins[start : start + batch_size]
+        rows = slice(start, start + len(batch))
         for draw in range(data.n_draws):
-            masks = None if data.masks is None else data.masks[draw][start : start + batch_size]
-            sums[start : start + len(batch), draw, :5] = _language_model_sums(adapter, data, start, batch, masks,
-                                                                              max_length)  # fmt: skip
+            masks = None if data.masks is None else data.masks[draw][rows] * copies
+            found = _language_model_sums(adapter, data, start, batch * copies, masks, max_length, copies)
+            sums[:, rows, draw, :5] = found.reshape(copies, len(batch), 5)
         if regression is not None:
-            sums[start : start + len(batch), :, 5] = _contact_precisions(adapter, data, start, batch, regression,
-                                                                         max_length)[:, None]  # fmt: skip
+            precisions = _contact_precisions(adapter, data, start, batch * copies, regression, max_length, copies)
+            sums[:, rows, :, 5] = precisions.reshape(copies, len(batch))[:, :, None]
     return sums
 
 
@@ -221,15 +237,18 @@ def _language_model_sums(
     batch: Sequence[Protein],
     masks: Sequence[np.ndarray] | None,
     max_length: int,
+    copies: int = 1,
 ) -> np.ndarray:
-    """The first five `_COLUMNS` of each protein of `batch` (the proteins from `start` on) under `masks`."""
+    """The first five `_COLUMNS` of each row of `batch` (the proteins from `start` on, `copies` times) under
+    `masks`."""
     sums = np.full((len(batch), 5), np.nan)
     log_probs = adapter.residue_log_probs(batch, masked=masks, max_length=max_length)
+    width = len(batch) // copies
     for b, (protein, lp) in enumerate(zip(batch, log_probs, strict=True)):
         scored = np.arange(len(protein)) if masks is None else masks[b]
         if adapter.causal and not adapter.tokenizer.prefix:
             scored = scored[scored > 0]
-        truth = data.truth[start + b][scored]
+        truth = data.truth[start + b % width][scored]
         keep = truth >= 0
         scored, truth = scored[keep], truth[keep]
         nll = -lp[scored, truth].astype(np.float64)
@@ -248,17 +267,20 @@ def _contact_precisions(
     batch: Sequence[Protein],
     regression: ContactRegression,
     max_length: int,
+    copies: int = 1,
 ) -> np.ndarray:
-    """Long-range precision@L/5 of the contact regression on each protein of `batch` (NaN without contacts)."""
+    """Long-range precision@L/5 of the contact regression on each row of `batch` (the proteins from `start` on,
+    `copies` times; NaN without contacts)."""
     # Layer by layer: a deep model's attention over a batch need never be in memory at once.
     scores = [np.full((len(p), len(p)), regression.intercept_) for p in batch]
     for output in adapter.iter_layers(batch, max_length=max_length, hidden_states=False):
         for b, protein in enumerate(batch):
             n = len(protein)
             scores[b] += regression.layer_scores(output.layer, output.attention[b, :, :n, :n].numpy())
+    width = len(batch) // copies
     precisions = np.full(len(batch), np.nan)
     for b in range(len(batch)):
-        contacts = data.contacts[start + b]
+        contacts = data.contacts[start + b % width]
         if contacts.count():
             precisions[b] = contact_precisions(scores[b], contacts, (5,))[("long", 5)][0]
     return precisions
@@ -471,6 +493,7 @@ def ablate(
     random_groups: int = RANDOM_GROUPS,
     layer_matched_groups: int | None = None,
     mask_draws: int = MASK_DRAWS,
+    groups_per_pass: int = 4,
     ablations: Sequence[Ablation] | None = None,
     regression_proteins: int = 20,
     limit: int | None = None,
@@ -500,6 +523,9 @@ def ablate(
         Groups with as many heads from each layer as the top heads (default: `random_groups`).
     mask_draws : int
         Seeded masks per protein (masked models); the statistics pool them and the intervals resample them.
+    groups_per_pass : int
+        Control groups evaluated together, each on its own copy of a batch (`GroupAblation`); 1 runs them one
+        by one. The numbers agree with one-by-one runs to the model's float rounding.
     ablations : sequence of Ablation, optional
         Instead of :func:`standard_ablations`; a baseline is added when missing.
     limit : int, optional
@@ -523,8 +549,8 @@ def ablate(
     records = [p for p in proteins if isinstance(p, Protein)]
     usable, skipped = encodable(adapter, records, max_length)
     train, evaluation = split_for_regression(usable, regression_proteins, seed, limit)
-    if mask_draws < 1:
-        raise ValueError(f"mask_draws must be at least 1, got {mask_draws}")
+    if mask_draws < 1 or groups_per_pass < 1:
+        raise ValueError(f"mask_draws and groups_per_pass must be at least 1, got {mask_draws}, {groups_per_pass}")
     data = _prepare(adapter, evaluation, seed, max_length, mask_draws)
     regression = _fit_regression(adapter, train, seed, max_length)
     if ablations is None:
@@ -540,8 +566,9 @@ def ablate(
         else None
     )
 
-    per_protein, seconds = _run_ablations(adapter, ablations, data, regression, mode, means, batch_size, max_length,
-                                          progress)  # fmt: skip
+    settings = {"mode": mode, "means": means, "groups_per_pass": groups_per_pass, "batch_size": batch_size,
+                "max_length": max_length}  # fmt: skip
+    per_protein, seconds = _run_ablations(adapter, ablations, data, regression, settings, progress)
     table, boot_deltas = _table(ablations, per_protein, data, bootstrap, seed)
     question = {statistic: _question(table, boot_deltas, statistic, seed) for statistic in STATISTICS}
     # The top contact group as run (given as `top_heads`, or among custom `ablations`).
@@ -559,7 +586,9 @@ def ablate(
         "bootstrap": bootstrap, "n_ablations": len(ablations),
         "top_contact_heads": {"k": len(top_group), "heads": [f"{layer + 1}-{head + 1}" for layer, head in top_group]},
         "question": {k: v for k, v in question.items() if v} or None,
-        "seconds_per_ablation": float(np.mean(seconds)) if seconds else None,
+        "groups_per_pass": groups_per_pass,
+        "seconds_per_ablation": float(np.mean(seconds["single"])) if seconds["single"] else None,
+        "seconds_per_group": float(np.mean(seconds["group"])) if seconds["group"] else None,
         "wall_seconds": time.perf_counter() - started,
     }  # fmt: skip
     info["answer"] = answer_text(info)
@@ -571,29 +600,33 @@ def _run_ablations(
     ablations: Sequence[Ablation],
     data: _Evaluation,
     regression: ContactRegression | None,
-    mode: str,
-    means: np.ndarray | None,
-    batch_size: int,
-    max_length: int,
+    settings: dict[str, Any],
     progress: Callable[[int, int], None] | None,
-) -> tuple[dict[str, np.ndarray], list[float]]:
-    """Each ablation's per-protein sums (`_evaluate`), and the seconds each took."""
+) -> tuple[dict[str, np.ndarray], dict[str, list[float]]]:
+    """Each ablation's per-protein sums (`_evaluate`), and the seconds per ablation of single runs and of the
+    control groups, which run `settings["groups_per_pass"]` at a time (`GroupAblation`)."""
+    mode, means, per_pass = settings["mode"], settings["means"], settings["groups_per_pass"]
+    sizes = {"batch_size": settings["batch_size"], "max_length": settings["max_length"]}
+    singles = [a for a in ablations if a.kind not in CONTROLS or per_pass == 1]
+    controls = [a for a in ablations if a.kind in CONTROLS and per_pass > 1]
     per_protein: dict[str, np.ndarray] = {}
-    seconds = []
-    for done, ablation in enumerate(ablations):
+    seconds: dict[str, list[float]] = {"single": [], "group": []}
+    for ablation in singles:
         started = time.perf_counter()
-        if ablation.heads:
-            with HeadAblation(adapter, ablation.heads, mode=mode, means=means):
-                per_protein[ablation.name] = _evaluate(
-                    adapter, data, regression, batch_size=batch_size, max_length=max_length
-                )
-        else:
-            per_protein[ablation.name] = _evaluate(
-                adapter, data, regression, batch_size=batch_size, max_length=max_length
-            )
-        seconds.append(time.perf_counter() - started)
+        with HeadAblation(adapter, ablation.heads, mode=mode, means=means) if ablation.heads else nullcontext():
+            per_protein[ablation.name] = _evaluate(adapter, data, regression, **sizes)
+        seconds["single" if ablation.kind not in CONTROLS else "group"].append(time.perf_counter() - started)
         if progress is not None:
-            progress(done + 1, len(ablations))
+            progress(len(per_protein), len(ablations))
+    for first in range(0, len(controls), per_pass):
+        chunk = controls[first : first + per_pass]
+        started = time.perf_counter()
+        with GroupAblation(adapter, [a.heads for a in chunk], mode=mode, means=means):
+            found = _evaluate_copies(adapter, data, regression, len(chunk), **sizes)
+        per_protein.update({a.name: found[g] for g, a in enumerate(chunk)})
+        seconds["group"] += [(time.perf_counter() - started) / len(chunk)] * len(chunk)
+        if progress is not None:
+            progress(len(per_protein), len(ablations))
     return per_protein, seconds
 
 

@@ -137,6 +137,68 @@ class HeadAblation:
         context.__exit__(*exc)
 
 
+class GroupAblation:
+    """Knock a different group of heads out of each slice of every batch: ``with GroupAblation(adapter, groups)``
+    and a batch of the same proteins repeated ``len(groups)`` times, group after group, evaluates every group in
+    one forward pass.
+
+    Parameters
+    ----------
+    adapter : ModelAdapter
+    groups : sequence of iterables of (layer, head)
+        0-based heads of each group; rows ``[g·B, (g+1)·B)`` of a batch of ``len(groups) · B`` rows lose group
+        ``g``'s heads.
+    mode : {"zero", "mean"}
+        As in `HeadAblation`.
+    means : ndarray, shape (layers, heads, head_dim), optional
+        As in `HeadAblation`.
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        groups: Sequence[Iterable[tuple[int, int]]],
+        mode: str = "zero",
+        means: np.ndarray | None = None,
+    ) -> None:
+        # One HeadAblation per group checks the arguments exactly as a single group is checked.
+        checked = [HeadAblation(adapter, heads, mode=mode, means=means) for heads in groups]
+        if not checked:
+            raise ValueError("GroupAblation needs at least one group")
+        self.adapter, self.mode = adapter, mode
+        self._means = checked[0]._means
+        self._kept = torch.ones((len(checked), adapter.n_layers, adapter.n_heads), dtype=torch.bool)
+        for g, ablation in enumerate(checked):
+            for layer, head in ablation.heads:
+                self._kept[g, layer, head] = False
+        self._layers = sorted({layer for ablation in checked for layer, _ in ablation.heads})
+        self._context: Any = None
+
+    def _edit(self, head_outputs: torch.Tensor, point: HookPoint) -> torch.Tensor:
+        """Each slice of rows with its group's heads of ``point.layer`` replaced."""
+        groups = self._kept.shape[0]
+        if head_outputs.shape[0] % groups:
+            raise ValueError(f"a batch of {head_outputs.shape[0]} rows does not hold {groups} groups' copies")
+        kept = self._kept[:, point.layer].repeat_interleave(head_outputs.shape[0] // groups, dim=0)
+        kept = kept.to(head_outputs.device)[:, None, :, None]
+        if self.mode == "zero":
+            replacement = torch.zeros((), dtype=head_outputs.dtype, device=head_outputs.device)
+        else:
+            replacement = self._means[point.layer].to(head_outputs.device, head_outputs.dtype)
+        return torch.where(kept, head_outputs, replacement)
+
+    def __enter__(self) -> GroupAblation:
+        if self._context is not None:
+            raise RuntimeError("this GroupAblation is already active")
+        self._context = _head_output_hooks(self.adapter, self._edit, self._layers)
+        self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        context, self._context = self._context, None
+        context.__exit__(*exc)
+
+
 @contextmanager
 def record_head_outputs(adapter: ModelAdapter) -> Iterator[list[torch.Tensor]]:
     """Collect each layer's heads' outputs of the next forward passes: the list gets one tensor of shape
