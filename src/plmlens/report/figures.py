@@ -631,8 +631,11 @@ def group_distribution_panel(ax, table: pd.DataFrame, info: dict, width: float) 
     ax.set_xlabel("Δ loss (nats)")
     ax.grid(axis="x", color="#e5e5e5", zorder=0)
     if ax.get_legend_handles_labels()[0]:
-        # Below the panel, where it hides no point (constrained layout makes room for it).
-        ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2)
+        # Below the panel's x label, where it hides no point: a fixed distance in points, as a fraction of the
+        # axes would drift away on tall (many-layer) figures. Constrained layout makes room for it.
+        below = matplotlib.transforms.offset_copy(ax.transAxes, fig=ax.figure, y=-30, units="points")
+        ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below,
+                  ncols=2)  # fmt: skip
     ax.set_title(fit_text(_groups_title(top, groups, k), width, plt.rcParams["axes.titlesize"]))
 
 
