@@ -520,16 +520,136 @@ def _layer_head_axes(ax, n_layers: int, n_heads: int) -> None:
     ax.set_ylabel("Layer")
 
 
+#: The kinds of group that an ablation run draws at random, in display order, with their label and colour.
+GROUP_KINDS = {"random": ("random", OKABE_ITO[0]), "layer_matched": ("layer-matched", OKABE_ITO[2])}
+
+
+def ablation_groups(table: pd.DataFrame) -> dict[str, dict]:
+    """How the random groups of an ablation run spread, per kind, read from the table itself (so that runs
+    written before ``info["question"]`` took its current form read the same).
+
+    Parameters
+    ----------
+    table : DataFrame
+        An ablation table (``ablation.csv``, `AblationResult.table`) with ``kind`` and ``delta_loss``.
+
+    Returns
+    -------
+    dict of str to dict
+        For each kind of `GROUP_KINDS` with at least one row: ``n`` (rows), ``finite`` (the finite
+        ``delta_loss`` values), ``median``, ``q05`` and ``q95`` of those (NaN when there are none),
+        ``heads`` (heads per group, None when the table does not say) and ``as_large`` (groups whose loss
+        increase is at least the top contact group's; None without a finite top value).
+    """
+    top = _top_group(table)
+    groups = {}
+    for kind in GROUP_KINDS:
+        rows = table[table["kind"] == kind]
+        if rows.empty:
+            continue
+        values = pd.to_numeric(rows["delta_loss"], errors="coerce").to_numpy(dtype=float)
+        finite = values[np.isfinite(values)]
+        median, q05, q95 = np.quantile(finite, [0.5, 0.05, 0.95]) if finite.size else (np.nan,) * 3
+        sizes = pd.to_numeric(rows.get("n_heads", pd.Series(dtype=float)), errors="coerce").dropna()
+        groups[kind] = {
+            "n": len(rows), "finite": finite, "median": float(median), "q05": float(q05), "q95": float(q95),
+            "heads": int(sizes.iloc[0]) if len(sizes) and sizes.nunique() == 1 else None,
+            "as_large": int((finite >= top["delta"]).sum()) if np.isfinite(top["delta"]) else None,
+        }  # fmt: skip
+    return groups
+
+
+def _top_group(table: pd.DataFrame) -> dict:
+    """The top contact group's ``delta``, ``low``, ``high`` (NaN where missing) and ``heads`` (its size, or None)."""
+    rows = table[table["kind"] == "top_contact"]
+
+    def value(column: str) -> float:
+        number = pd.to_numeric(rows[column], errors="coerce").iloc[0] if len(rows) and column in rows else np.nan
+        return float(number) if np.isfinite(number) else np.nan
+
+    size = value("n_heads")
+    return {"delta": value("delta_loss"), "low": value("delta_loss_low"), "high": value("delta_loss_high"),
+            "heads": int(size) if np.isfinite(size) else None}  # fmt: skip
+
+
+def _groups_title(top: dict, groups: dict[str, dict], k: int | None) -> str:
+    """The distribution panel's title: what is set against what, with the counts."""
+    size = f" of {k} heads" if k else ""
+    n = groups.get("random", {}).get("n", 0)
+    against = f"{n} random group{'s' if n != 1 else ''}{size}"
+    if "layer_matched" in groups:
+        against += f" (and {groups['layer_matched']['n']} layer-matched)"
+    if not np.isfinite(top["delta"]):
+        return f"Δ loss of {against}"
+    return f"Top contact heads against {against}"
+
+
+def group_distribution_panel(ax, table: pd.DataFrame, info: dict, width: float) -> None:
+    """Draw the loss increase of every random (and layer-matched) group as a jittered strip over a light
+    histogram, one row per kind with its median and 5–95% range, and the top contact group as a vertical line
+    with its bootstrap interval as a band.
+
+    Parameters
+    ----------
+    ax : Axes
+        The panel.
+    table, info : DataFrame, dict
+        The ablation run's table and summary (``ablation.json``; only ``top_contact_heads`` is read, if any).
+    width : float
+        Width in inches the title is wrapped to.
+    """
+    groups, top = ablation_groups(table), _top_group(table)
+    k = top["heads"] or next((g["heads"] for g in groups.values() if g["heads"]), None)
+    k = k or ((info.get("top_contact_heads") or {}).get("k") if isinstance(info, dict) else None)
+    rng = np.random.default_rng(0)  # the jitter is fixed so that a figure redraws identically
+    labelled = False  # the median and range are named once in the legend, by the first kind that has them
+    for row, (kind, group) in enumerate(groups.items()):
+        colour = GROUP_KINDS[kind][1]
+        values = group["finite"]
+        if values.size >= 10:
+            # A light histogram in the row's band (rows run downwards), scaled to its tallest bin, so the shape
+            # reads at a glance; a handful of groups has no shape to show.
+            counts, edges = np.histogram(values, bins=min(30, values.size // 4))
+            ax.stairs(row + 0.35 - 0.7 * counts / counts.max(), edges, baseline=row + 0.35, fill=True, color=colour,
+                      alpha=0.15, linewidth=0)  # fmt: skip
+        if values.size:
+            ax.scatter(values, row + rng.uniform(-0.3, 0.3, values.size), s=8, color=colour, alpha=0.6,
+                       linewidths=0, zorder=2)  # fmt: skip
+            ax.hlines(row + 0.47, group["q05"], group["q95"], color="black", linewidth=2,
+                      label=None if labelled else "5–95% of the groups", zorder=3)  # fmt: skip
+            ax.plot([group["median"]], [row + 0.47], marker="D", markersize=5, color="white", markeredgecolor="black",
+                    linestyle="none", label=None if labelled else "median", zorder=4)  # fmt: skip
+            labelled = True
+    if np.isfinite(top["delta"]):
+        if np.isfinite(top["low"]) and np.isfinite(top["high"]):
+            ax.axvspan(top["low"], top["high"], color=OKABE_ITO[5], alpha=0.15, linewidth=0,
+                       label="top group, 95% bootstrap interval")  # fmt: skip
+        ax.axvline(top["delta"], color=OKABE_ITO[5], linewidth=1.8, label="top contact group", zorder=5)
+    labels = [f"{GROUP_KINDS[kind][0]}\n({group['n']})" for kind, group in groups.items()]
+    ax.set_yticks(np.arange(len(groups)), labels)
+    ax.set_ylim(max(len(groups), 1) - 0.35, -0.5)  # the first kind (random) on top
+    ax.set_xlabel("Δ loss (nats)")
+    ax.grid(axis="x", color="#e5e5e5", zorder=0)
+    if ax.get_legend_handles_labels()[0]:
+        # Below the panel's x label, where it hides no point: a fixed distance in points, as a fraction of the
+        # axes would drift away on tall (many-layer) figures. Constrained layout makes room for it.
+        below = matplotlib.transforms.offset_copy(ax.transAxes, fig=ax.figure, y=-30, units="points")
+        ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below,
+                  ncols=2)  # fmt: skip
+    ax.set_title(fit_text(_groups_title(top, groups, k), width, plt.rcParams["axes.titlesize"]))
+
+
 def ablation_figure(table: pd.DataFrame, info: dict, contact_heads: pd.DataFrame | None = None) -> Figure:
     """Loss increase of each head's ablation as a layers × heads heatmap, beside the contact-alignment heatmap
     of an analyze run when given (with the correlation of the two over heads), and the top contact heads'
-    group against the random groups of as many heads."""
+    group against the whole distribution of random (and layer-matched) groups of as many heads
+    (`group_distribution_panel`)."""
     from plmlens.causal.statistics import head_correlation, loss_and_alignment
 
     n_layers, n_heads = int(info["model"]["layers"]), int(info["model"]["heads"])
     increase, alignment = loss_and_alignment(table, info, contact_heads)
-    groups = table[table["kind"].isin(["top_contact", "random"])]
-    panels = 1 + (contact_heads is not None) + (not groups.empty)
+    has_groups = table["kind"].isin(["top_contact", *GROUP_KINDS]).any()
+    panels = 1 + (contact_heads is not None) + bool(has_groups)
     cell = min(14.0, 2.5 + 0.22 * n_heads)
     fig, axes = plt.subplots(1, panels, figsize=(cell * panels + 0.5, 1.6 + 0.22 * n_layers + 0.8),
                              constrained_layout=True, squeeze=False)  # fmt: skip
@@ -553,20 +673,8 @@ def ablation_figure(table: pd.DataFrame, info: dict, contact_heads: pd.DataFrame
                               f"Spearman {spearman:.2f} with Δ loss over {n} heads)", width,
                               plt.rcParams["axes.titlesize"]))  # fmt: skip
         fig.colorbar(image, ax=ax, label="%", shrink=0.8, pad=0.01)
-    if not groups.empty:
-        ax = axes.pop(0)
-        x = np.arange(len(groups))
-        colours = [OKABE_ITO[5] if kind == "top_contact" else OKABE_ITO[0] for kind in groups["kind"]]
-        centre = groups["delta_loss"].to_numpy(dtype=float)
-        low, high = groups["delta_loss_low"].to_numpy(dtype=float), groups["delta_loss_high"].to_numpy(dtype=float)
-        ax.bar(x, centre, color=colours)
-        ax.errorbar(x, centre, yerr=np.clip([centre - low, high - centre], 0, None), fmt="none", ecolor="black",
-                    capsize=2, linewidth=0.8)  # fmt: skip
-        ax.set_xticks(x, ["top" if kind == "top_contact" else f"R{k}" for k, kind in enumerate(groups["kind"])],
-                      rotation=90)  # fmt: skip
-        ax.set_ylabel("Δ loss (nats), 95% bootstrap interval")
-        ax.set_title(fit_text("Top contact heads (orange) against random groups of as many heads", width,
-                              plt.rcParams["axes.titlesize"]))  # fmt: skip
+    if has_groups:
+        group_distribution_panel(axes.pop(0), table, info, width)
     return fig
 
 

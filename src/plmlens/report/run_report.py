@@ -27,7 +27,7 @@ from plmlens.report import figures
 from plmlens.report.causal import save_ablation_figure, save_jacobian_figure
 from plmlens.report.html import HeadLink, Picture, Table, frame_table, inline_script, macro, render, table_html
 from plmlens.report.interactive import ExampleSet, HeatmapPanel, explorer_context, panel_of
-from plmlens.report.numbers import fmt_number, fmt_p, fmt_percent
+from plmlens.report.numbers import fmt_count, fmt_number, fmt_p, fmt_percent
 from plmlens.report.view import AttentionView, ngl_javascript
 from plmlens.rundir import REPORT, RunDir
 
@@ -315,7 +315,8 @@ def causal_context(run_dir: str | Path, figures_dir: str | Path | None = None) -
         if not figure.is_file() and figures_dir is not None:
             contact_heads = run.heads() if run.is_analysis() else None
             figure = save_ablation_figure(table, info, figures_dir, contact_heads)[0]
-        groups = table[table["kind"] != "head"]
+        # Single heads and the many random groups would drown the table: the groups are summarised below it.
+        groups = table[~table["kind"].isin(["head", *figures.GROUP_KINDS])]
         columns = ["ablation", "heads", "loss", "delta_loss", "delta_loss_low", "delta_loss_high", "delta_recovery",
                    "delta_site_recovery", "delta_contact_long_p_at_L5"]  # fmt: skip
         context["ablation"] = {
@@ -324,6 +325,7 @@ def causal_context(run_dir: str | Path, figures_dir: str | Path | None = None) -
             "n_regression_proteins": str(info.get("n_regression_proteins")), "bootstrap": str(info.get("bootstrap")),
             "figure": Picture.from_file(figure, "loss increase per ablated head") if figure.is_file() else None,
             "table": _rounded(groups[[c for c in columns if c in groups.columns]]),
+            "groups": _ablation_group_summary(table, info),
         }  # fmt: skip
     jacobian = run.jacobian()
     if jacobian is not None:
@@ -341,6 +343,58 @@ def causal_context(run_dir: str | Path, figures_dir: str | Path | None = None) -
             "table": _rounded(summary.rename(columns={"best_head": f"head {best.get('layer')}-{best.get('head')}"})),
         }  # fmt: skip
     return context
+
+
+def _ablation_verdicts(info: object) -> dict[str, dict]:
+    """The run's test of the top group against each kind of random group (``info["question"]["loss"]``), for
+    the kinds it gives one for; none for runs written before it took that form (a flat dict) or without it."""
+    question = info.get("question") if isinstance(info, dict) else None
+    loss = question.get("loss") if isinstance(question, dict) else None
+    if not isinstance(loss, dict):
+        return {}
+    return {kind: loss[kind] for kind in figures.GROUP_KINDS if isinstance(loss.get(kind), dict)}
+
+
+def _real(value: object) -> float:
+    """`value` as a float, NaN when it is not a real number (the values come from a run's JSON)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return float("nan")
+    return float(value)
+
+
+def _ablation_group_summary(table: pd.DataFrame, info: dict) -> Table | None:
+    """One row per kind of random group of an ablation run (`figures.GROUP_KINDS`): how many, their heads,
+    the median and 5–95% range of their loss increase and how many reach the top group's, all from the table
+    (so that older runs read the same), with the run's p-value and verdict where ``ablation.json`` gives them.
+
+    Parameters
+    ----------
+    table, info : DataFrame, dict
+        ``ablation.csv`` and ``ablation.json``.
+
+    Returns
+    -------
+    Table or None
+        None when the run has no random groups.
+    """
+    groups = figures.ablation_groups(table)
+    if not groups:
+        return None
+    verdicts = _ablation_verdicts(info)
+    top = table.loc[table["kind"] == "top_contact", "delta_loss"]
+    rows = []
+    for kind, group in groups.items():
+        verdict = verdicts.get(kind, {})
+        rows.append({
+            "groups": f"{figures.GROUP_KINDS[kind][0]} groups ({fmt_count(group['n'])})",
+            "heads each": fmt_count(group["heads"]),
+            "median Δ loss": group["median"], "5% Δ loss": group["q05"], "95% Δ loss": group["q95"],
+            "top group's Δ loss": _real(top.iloc[0]) if len(top) else float("nan"),
+            "groups as large": fmt_count(group["as_large"]),
+            "p": _real(verdict.get("p_value")),
+            "verdict": str(verdict["verdict"]) if verdict.get("verdict") is not None else "–",
+        })  # fmt: skip
+    return _rounded(pd.DataFrame(rows))
 
 
 def causal_sections(run_dir: str | Path) -> list[Markup]:
