@@ -31,7 +31,7 @@ import pandas as pd
 
 from plmlens.causal.heads import GroupAblation, HeadAblation, head_projections, mean_head_outputs
 from plmlens.causal.jacobian import encodable, labelled_attention, split_for_regression
-from plmlens.causal.statistics import loss_contact_correlation
+from plmlens.causal.statistics import CONTROLS, loss_contact_correlation
 from plmlens.models import ModelAdapter
 from plmlens.models.tokenizers import STANDARD_RESIDUES
 from plmlens.probing.metrics import contact_precisions
@@ -350,10 +350,6 @@ class AblationResult:
             "ablation": out.write_table("ablation.csv", self.table),
             "summary": out.write_json("ablation.json", self.info, default=float),
         }
-
-
-#: The controls the top group is compared with: ablation kind and how the verdict names it.
-CONTROLS = {"random": "random groups", "layer_matched": "layer-matched groups"}
 
 
 def compare_with_groups(

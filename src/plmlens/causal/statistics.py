@@ -81,3 +81,55 @@ def loss_contact_correlation(
         return None
     pearson, spearman, n = head_correlation(increase, alignment)
     return {"pearson": pearson, "spearman": spearman, "n_heads": n}
+
+
+#: The control groups the top contact group is compared with: ablation kind and how the verdict names them.
+CONTROLS = {"random": "random groups", "layer_matched": "layer-matched groups"}
+
+
+def ablation_groups(table: pd.DataFrame) -> dict[str, dict]:
+    """How the random groups of an ablation run spread, per kind, read from the table itself (so that runs
+    written before ``info["question"]`` took its current form read the same).
+
+    Parameters
+    ----------
+    table : DataFrame
+        An ablation table (``ablation.csv``, `AblationResult.table`) with ``kind`` and ``delta_loss``.
+
+    Returns
+    -------
+    dict of str to dict
+        For each kind of `CONTROLS` with at least one row: ``n`` (rows), ``finite`` (the finite
+        ``delta_loss`` values), ``median``, ``q05`` and ``q95`` of those (NaN when there are none),
+        ``heads`` (heads per group, None when the table does not say) and ``as_large`` (groups whose loss
+        increase is at least the top contact group's; None without a finite top value).
+    """
+    top = top_group(table)
+    groups = {}
+    for kind in CONTROLS:
+        rows = table[table["kind"] == kind]
+        if rows.empty:
+            continue
+        values = pd.to_numeric(rows["delta_loss"], errors="coerce").to_numpy(dtype=float)
+        finite = values[np.isfinite(values)]
+        median, q05, q95 = np.quantile(finite, [0.5, 0.05, 0.95]) if finite.size else (np.nan,) * 3
+        sizes = pd.to_numeric(rows.get("n_heads", pd.Series(dtype=float)), errors="coerce").dropna()
+        groups[kind] = {
+            "n": len(rows), "finite": finite, "median": float(median), "q05": float(q05), "q95": float(q95),
+            "heads": int(sizes.iloc[0]) if len(sizes) and sizes.nunique() == 1 else None,
+            "as_large": int((finite >= top["delta"]).sum()) if np.isfinite(top["delta"]) else None,
+        }  # fmt: skip
+    return groups
+
+
+def top_group(table: pd.DataFrame) -> dict:
+    """The top contact group's ``delta``, ``low``, ``high`` (NaN where missing) and ``heads`` (its size, or None)."""
+    rows = table[table["kind"] == "top_contact"]
+
+    def value(column: str) -> float:
+        number = pd.to_numeric(rows[column], errors="coerce").iloc[0] if len(rows) and column in rows else np.nan
+        return float(number) if np.isfinite(number) else np.nan
+
+    size = value("n_heads")
+    return {"delta": value("delta_loss"), "low": value("delta_loss_low"), "high": value("delta_loss_high"),
+            "heads": int(size) if np.isfinite(size) else None}  # fmt: skip

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from plmlens.analysis import AMINO_ACIDS, family_members, property_label
 from plmlens.analysis.result import MIN_ARCS, blosum62, property_grid
+from plmlens.causal.statistics import ablation_groups, top_group
 from plmlens.probing.tasks import HEADLINES
 from plmlens.proteins import STANDARD_AMINO_ACIDS
 
@@ -524,54 +525,6 @@ def _layer_head_axes(ax, n_layers: int, n_heads: int) -> None:
 GROUP_KINDS = {"random": ("random", OKABE_ITO[0]), "layer_matched": ("layer-matched", OKABE_ITO[2])}
 
 
-def ablation_groups(table: pd.DataFrame) -> dict[str, dict]:
-    """How the random groups of an ablation run spread, per kind, read from the table itself (so that runs
-    written before ``info["question"]`` took its current form read the same).
-
-    Parameters
-    ----------
-    table : DataFrame
-        An ablation table (``ablation.csv``, `AblationResult.table`) with ``kind`` and ``delta_loss``.
-
-    Returns
-    -------
-    dict of str to dict
-        For each kind of `GROUP_KINDS` with at least one row: ``n`` (rows), ``finite`` (the finite
-        ``delta_loss`` values), ``median``, ``q05`` and ``q95`` of those (NaN when there are none),
-        ``heads`` (heads per group, None when the table does not say) and ``as_large`` (groups whose loss
-        increase is at least the top contact group's; None without a finite top value).
-    """
-    top = _top_group(table)
-    groups = {}
-    for kind in GROUP_KINDS:
-        rows = table[table["kind"] == kind]
-        if rows.empty:
-            continue
-        values = pd.to_numeric(rows["delta_loss"], errors="coerce").to_numpy(dtype=float)
-        finite = values[np.isfinite(values)]
-        median, q05, q95 = np.quantile(finite, [0.5, 0.05, 0.95]) if finite.size else (np.nan,) * 3
-        sizes = pd.to_numeric(rows.get("n_heads", pd.Series(dtype=float)), errors="coerce").dropna()
-        groups[kind] = {
-            "n": len(rows), "finite": finite, "median": float(median), "q05": float(q05), "q95": float(q95),
-            "heads": int(sizes.iloc[0]) if len(sizes) and sizes.nunique() == 1 else None,
-            "as_large": int((finite >= top["delta"]).sum()) if np.isfinite(top["delta"]) else None,
-        }  # fmt: skip
-    return groups
-
-
-def _top_group(table: pd.DataFrame) -> dict:
-    """The top contact group's ``delta``, ``low``, ``high`` (NaN where missing) and ``heads`` (its size, or None)."""
-    rows = table[table["kind"] == "top_contact"]
-
-    def value(column: str) -> float:
-        number = pd.to_numeric(rows[column], errors="coerce").iloc[0] if len(rows) and column in rows else np.nan
-        return float(number) if np.isfinite(number) else np.nan
-
-    size = value("n_heads")
-    return {"delta": value("delta_loss"), "low": value("delta_loss_low"), "high": value("delta_loss_high"),
-            "heads": int(size) if np.isfinite(size) else None}  # fmt: skip
-
-
 def _groups_title(top: dict, groups: dict[str, dict], k: int | None) -> str:
     """The distribution panel's title: what is set against what, with the counts."""
     size = f" of {k} heads" if k else ""
@@ -598,7 +551,7 @@ def group_distribution_panel(ax, table: pd.DataFrame, info: dict, width: float) 
     width : float
         Width in inches the title is wrapped to.
     """
-    groups, top = ablation_groups(table), _top_group(table)
+    groups, top = ablation_groups(table), top_group(table)
     k = top["heads"] or next((g["heads"] for g in groups.values() if g["heads"]), None)
     k = k or ((info.get("top_contact_heads") or {}).get("k") if isinstance(info, dict) else None)
     rng = np.random.default_rng(0)  # the jitter is fixed so that a figure redraws identically

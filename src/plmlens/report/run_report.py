@@ -22,6 +22,7 @@ from plmlens.analysis import (
     headline_properties,
     property_family,
 )
+from plmlens.causal.statistics import ablation_groups
 from plmlens.ioutils import write_text_atomic
 from plmlens.report import figures
 from plmlens.report.causal import save_ablation_figure, save_jacobian_figure
@@ -377,7 +378,7 @@ def _ablation_group_summary(table: pd.DataFrame, info: dict) -> Table | None:
     Table or None
         None when the run has no random groups.
     """
-    groups = figures.ablation_groups(table)
+    groups = ablation_groups(table)
     if not groups:
         return None
     verdicts = _ablation_verdicts(info)
