@@ -262,7 +262,7 @@ def test_ablate_and_report_through_the_cli(tmp_path):
     result = runner.invoke(app, [
         "ablate", "--model", str(model), "--data", data, "--out", str(tmp_path / "run"), "--analysis",
         str(tmp_path / "run"), "--top-k", "3", "--random-groups", "3", "--regression-proteins", "4",
-        "--bootstrap", "50", "--mask-draws", "2", "--format", "json",
+        "--bootstrap", "50", "--mask-draws", "2", "--groups-per-pass", "2", "--format", "json",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
@@ -273,6 +273,7 @@ def test_ablate_and_report_through_the_cli(tmp_path):
     summary = json.loads((tmp_path / "run" / "ablation.json").read_text())
     assert summary["n_regression_proteins"] == 4 and summary["n_evaluation_proteins"] == 6
     assert summary["answer"].startswith("Ablating the top 3 contact heads") and summary["mask_draws"] == 2
+    assert summary["groups_per_pass"] == 2 and summary["seconds_per_group"] > 0
     # Three groups can never show a difference: the verdict says so, and why.
     assert "do not differ from" in summary["answer"] and "p cannot fall below 0.5" in summary["answer"]
     assert summary["loss_contact_correlation"]["n_heads"] == 12

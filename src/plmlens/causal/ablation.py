@@ -489,7 +489,7 @@ def ablate(
     random_groups: int = RANDOM_GROUPS,
     layer_matched_groups: int | None = None,
     mask_draws: int = MASK_DRAWS,
-    groups_per_pass: int = 4,
+    groups_per_pass: int = 1,
     ablations: Sequence[Ablation] | None = None,
     regression_proteins: int = 20,
     limit: int | None = None,
@@ -521,7 +521,9 @@ def ablate(
         Seeded masks per protein (masked models); the statistics pool them and the intervals resample them.
     groups_per_pass : int
         Control groups evaluated together, each on its own copy of a batch (`GroupAblation`); 1 runs them one
-        by one. The numbers agree with one-by-one runs to the model's float rounding.
+        by one. The numbers agree with one-by-one runs to the model's float rounding. On a CPU it measured no
+        faster (``benchmarks/ablation_groups_benchmark.py``), hence the default; on a GPU, whose passes are
+        not full with one batch, it is meant to be.
     ablations : sequence of Ablation, optional
         Instead of :func:`standard_ablations`; a baseline is added when missing.
     limit : int, optional

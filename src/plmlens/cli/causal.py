@@ -100,6 +100,9 @@ def ablate(
         typer.Option(min=0, help="Groups with as many heads per layer as the top heads (default: --random-groups)."),
     ] = None,
     mask_draws: Annotated[int, typer.Option(min=1, help="Seeded masks per protein (masked models).")] = 3,
+    groups_per_pass: Annotated[
+        int, typer.Option(min=1, help="Control groups per forward pass, each on its own copy of a batch (GPUs).")
+    ] = 1,
     regression_proteins: Annotated[int, typer.Option(help="Proteins the contact regression is fitted on.")] = 20,
     limit: Annotated[int | None, typer.Option(help="Evaluate at most N proteins.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the masks, the random groups and the bootstrap.")] = 0,
@@ -136,7 +139,8 @@ def ablate(
         records, adapter = _records_and_model(data, model, device, dtype, head_projections)
         result = _ablate(adapter, records, data, analysis, contact_heads, mode=mode, top_heads=top_heads,
                          random_groups=random_groups, layer_matched_groups=layer_matched_groups,
-                         mask_draws=mask_draws, regression_proteins=regression_proteins, limit=limit, seed=seed,
+                         mask_draws=mask_draws, groups_per_pass=groups_per_pass,
+                         regression_proteins=regression_proteins, limit=limit, seed=seed,
                          batch_size=batch_size, max_length=max_length, bootstrap=bootstrap)  # fmt: skip
         commit_or_exit(claim, lambda staging: _write_ablation(result, staging, contact_heads))
     _print_ablation(result, adapter.name, mode, out_dir, fmt)
