@@ -275,7 +275,7 @@ def test_ablate_and_report_through_the_cli(tmp_path):
     assert summary["answer"].startswith("Ablating the top 3 contact heads") and summary["mask_draws"] == 2
     assert summary["groups_per_pass"] == 2 and summary["seconds_per_group"] > 0
     # Three groups can never show a difference: the verdict says so, and why.
-    assert "do not differ from" in summary["answer"] and "p cannot fall below 0.5" in summary["answer"]
+    assert "are not shown to differ from" in summary["answer"] and "p cannot fall below 0.5" in summary["answer"]
     assert summary["loss_contact_correlation"]["n_heads"] == 12
     for figure in ("ablation.png", "ablation.svg"):  # drawn by the report into the same staged output
         assert (tmp_path / "run" / figure).stat().st_size > 0
@@ -397,7 +397,9 @@ def test_too_few_groups_can_show_no_difference_and_the_answer_says_why():
     assert answer["verdict"] == "not different from" and answer["p_value"] == pytest.approx(2 / 11)
     text = answer_text({"question": {"loss": {"random": answer}}, "top_contact_heads": {"k": 5}})
     assert text.startswith("Ablating the top 5 contact heads changes the loss by +1.000 nats; against 10 random groups")
-    assert "do not differ from" in text and "p cannot fall below 0.18" in text and "two-sided p = 0.182" in text
+    assert (
+        "are not shown to differ from" in text and "p cannot fall below 0.18" in text and "two-sided p = 0.182" in text
+    )
     assert answer_text({"question": None}).startswith("No top contact heads")
 
 
@@ -457,7 +459,7 @@ def test_planted_model_typical_top_heads_are_not_different(tmp_path, monkeypatch
     assert top < random.mean() - 0.03  # the mean the old verdict compared with ("matter less")
     answers = result.info["question"]["loss"]
     assert answers["random"]["verdict"] == answers["layer_matched"]["verdict"] == "not different from"
-    assert "do not differ from those" in result.info["answer"] and "matter less" not in result.info["answer"]
+    assert "are not shown to differ from those" in result.info["answer"] and "matter less" not in result.info["answer"]
 
 
 def test_planted_model_top_heads_that_matter_more_say_more(tmp_path, monkeypatch):

@@ -448,7 +448,7 @@ def _question(table: pd.DataFrame, boot: dict[str, dict[str, np.ndarray]], stati
 
 
 _VERDICT_PHRASES = {"more than": "matter more than", "less than": "matter less than",
-                    "not different from": "do not differ from"}  # fmt: skip
+                    "not different from": "are not shown to differ from"}  # fmt: skip
 
 
 def _control_sentence(answer: dict, control: str, k: int) -> str:
