@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from plmlens.analysis.nulls import null_property, split_null_name
 from plmlens.analysis.properties import PAIR, Property, get_properties
 from plmlens.ioutils import write_bytes_atomic
 from plmlens.proteins import Protein
@@ -84,6 +85,15 @@ def _sparse(mask: np.ndarray) -> tuple[np.ndarray, bool]:
     True: a sum over the mask is then the total minus the sum over those indices)."""
     complement = int(np.count_nonzero(mask)) > mask.size // 2
     return np.flatnonzero(mask == 0 if complement else mask), complement
+
+
+def _pair_mask(mask: np.ndarray, weighted: bool) -> tuple[np.ndarray, bool, np.ndarray | None]:
+    """A pair mask as the numpy engine sums it: `_sparse` indices, and for a weighted mask (a null's rates)
+    the values at them, which weigh the attention there."""
+    if not weighted:
+        return (*_sparse(mask), None)
+    index = np.flatnonzero(mask)
+    return index, False, mask.reshape(-1)[index].astype(np.float64)
 
 
 @dataclass
@@ -159,9 +169,12 @@ class _NumpyEngine:
     def host(self, masks: _HostMasks, lengths: list[int], draws, weights) -> _NumpyState:
         acc = self.acc
         prepared = []
+        weighted = [acc._properties[index].weighted for index in acc._pair]
         for b, n in enumerate(lengths):
             pair = [
-                _sparse(m[b, k, :n, :n]) for m in (masks.pair_values, masks.pair_defined) for k in range(len(acc._pair))
+                _pair_mask(m[b, k, :n, :n], side == 0 and weighted[k])
+                for side, m in enumerate((masks.pair_values, masks.pair_defined))
+                for k in range(len(acc._pair))
             ]
             token = np.concatenate([masks.token_values[b, :, :n], masks.token_defined[b, :, :n]]).astype(np.float64)
             dense = np.concatenate([masks.pair_values[b, :, :n, :n], masks.pair_defined[b, :, :n, :n]])
@@ -222,8 +235,11 @@ class _NumpyEngine:
             if n_pair:
                 rows = stacked.reshape(copies * heads, n * n)
                 total_weight = column_weight.sum(axis=1)
-                for k, (index, complement) in enumerate(pair_masks):
-                    weight = np.take(rows, index, axis=1).sum(axis=1, dtype=np.float64)
+                for k, (index, complement, rates) in enumerate(pair_masks):
+                    if rates is None:
+                        weight = np.take(rows, index, axis=1).sum(axis=1, dtype=np.float64)
+                    else:  # a null's rates: Σ α · rate
+                        weight = np.take(rows, index, axis=1).astype(np.float64) @ rates
                     if complement:
                         weight = total_weight - weight
                     high = np.bincount(arc_row, weights=pair_dense[k, arc_pair], minlength=copies * heads)
@@ -245,6 +261,7 @@ class _TorchState:
     null_index: torch.Tensor | None  # (B, N, N) int64: row permutations, identity in the padding
     weights: torch.Tensor | None  # (R, B) float64
     staged: torch.Tensor  # (L, B, C, 4, P, H) float64
+    weighted: bool = False  # some pair mask holds a null's rates (not 0/1)
 
 
 class _TorchEngine:
@@ -299,7 +316,8 @@ class _TorchEngine:
         copies = 2 if null_index is not None else 1
         staged = self._zeros((acc.n_layers, batch, copies, 4, len(acc.property_names), acc.n_heads))
         boot = torch.from_numpy(weights).to(device) if weights is not None else None
-        return _TorchState(lengths, token_masks, pair_masks, pair_masks32, null_index, boot, staged)
+        weighted = any(acc._properties[index].weighted for index in acc._pair)
+        return _TorchState(lengths, token_masks, pair_masks, pair_masks32, null_index, boot, staged, weighted)
 
     def layer(self, state: _TorchState, layer: int, attention: torch.Tensor) -> None:
         acc = self.acc
@@ -328,9 +346,13 @@ class _TorchEngine:
                 # Weights in float64: float32 sums over up to 2**18 pairs would depend on the padded width.
                 weight = torch.bmm(flat.to(torch.float64), state.pair_masks)  # (B, H, 2·P_pair)
                 del flat
-                # Counts of 0/1 products below 2**24 are exact in float32 (and in TF32, should it be enabled).
-                count = torch.bmm(high.reshape(batch, heads, width * width).to(torch.float32), state.pair_masks32)
-                count = count.to(torch.float64)
+                high_flat = high.reshape(batch, heads, width * width)
+                if state.weighted:  # a null's rates weigh the arcs: sums of rates need float64
+                    count = torch.bmm(high_flat.to(torch.float64), state.pair_masks)
+                else:
+                    # Counts of 0/1 products below 2**24 are exact in float32 (and in TF32, should it be enabled).
+                    count = torch.bmm(high_flat.to(torch.float32), state.pair_masks32).to(torch.float64)
+                del high_flat
                 out[:, 0, acc._pair] = weight[..., :n_pair].transpose(1, 2)
                 out[:, 1, acc._pair] = weight[..., n_pair:].transpose(1, 2)
                 out[:, 2, acc._pair] = count[..., :n_pair].transpose(1, 2)
@@ -358,6 +380,20 @@ def _commit(xp, staged, weights, totals) -> None:
     if weights is not None:
         totals["boot_hits"] += xp.einsum("rb,lbph->rplh", weights, staged[:, :, 0, 2])
         totals["boot_arcs"] += xp.einsum("rb,lbph->rplh", weights, staged[:, :, 0, 3])
+
+
+def _resolve(properties: Sequence[str | Property]) -> list[Property]:
+    """Property objects for names or objects (`get_properties`); the name of a null (``contact@offset``)
+    gives its weighted property unbound, as an accumulator read back from a file needs only its sums."""
+    if not properties:
+        return get_properties(None)
+    resolved: dict[str, Property] = {}
+    for item in properties:
+        if isinstance(item, str) and split_null_name(item) is not None:
+            resolved[item] = null_property(item)
+        else:
+            resolved.update((prop.name, prop) for prop in get_properties([item]))
+    return list(resolved.values())
 
 
 class Accumulator:
@@ -408,7 +444,7 @@ class Accumulator:
         if support not in SUPPORTS:
             raise ValueError(f"support must be one of {SUPPORTS}, not {support!r}")
         self.support = support
-        self._properties = get_properties(properties or None)
+        self._properties = _resolve(properties)
         self.property_names = [p.name for p in self._properties]
         self.properties = tuple(self.property_names)
         self._pair = [i for i, p in enumerate(self._properties) if p.kind == PAIR]
@@ -505,10 +541,13 @@ class Accumulator:
 
     def _host_masks(self, proteins: Sequence[Protein], lengths: list[int]) -> _HostMasks:
         width, batch = max(lengths), len(proteins)
-        pair_values = np.zeros((batch, len(self._pair), width, width), dtype=bool)
-        pair_defined = np.zeros_like(pair_values)
-        token_values = np.zeros((batch, len(self._token), width), dtype=bool)
-        token_defined = np.zeros_like(token_values)
+        # A null's rates are values in [0, 1]: its group's values are then float64 (0/1 for the others).
+        pair_type = np.float64 if any(self._properties[i].weighted for i in self._pair) else bool
+        token_type = np.float64 if any(self._properties[i].weighted for i in self._token) else bool
+        pair_values = np.zeros((batch, len(self._pair), width, width), dtype=pair_type)
+        pair_defined = np.zeros((batch, len(self._pair), width, width), dtype=bool)
+        token_values = np.zeros((batch, len(self._token), width), dtype=token_type)
+        token_defined = np.zeros((batch, len(self._token), width), dtype=bool)
         for b, (protein, n) in enumerate(zip(proteins, lengths, strict=True)):
             cut = protein.first(n)
             for k, index in enumerate(self._pair):
@@ -527,7 +566,7 @@ class Accumulator:
             attendable = column[None, :] <= column[:, None]  # (i, j): j ≤ i; the padding is zero in the masks
             rows = np.clip(np.asarray(lengths)[:, None] - column[None, :], 0, None)  # (B, N): n − j
             if self._pair:
-                hits[self._pair] = (masks.pair_values & attendable).sum(axis=(0, 2, 3))
+                hits[self._pair] = (masks.pair_values * attendable).sum(axis=(0, 2, 3))
                 total[self._pair] = (masks.pair_defined & attendable).sum(axis=(0, 2, 3))
             if self._token:
                 hits[self._token] = np.einsum("bkn,bn->k", masks.token_values, rows)
@@ -728,6 +767,8 @@ _META_TYPES = {"n_layers": int, "n_heads": int, "properties": list, "threshold":
 _REQUIRED = ("n_layers", "n_heads", "properties")
 #: Sums that count pairs (integers stored as float64), and sub-counts that cannot exceed their whole.
 _COUNTS = ("arcs", "hits", "null_arcs", "null_hits", "boot_arcs", "boot_hits", "background_hits", "background_total")
+#: Counts that a null's rates replace by sums of rates.
+_RATE_SUMS = ("hits", "null_hits", "boot_hits")
 _PARTS = (("hits", "arcs"), ("null_hits", "null_arcs"), ("boot_hits", "boot_arcs"),
           ("background_hits", "background_total"), ("weight_hits", "weight"),
           ("null_weight_hits", "null_weight"))  # fmt: skip
@@ -767,6 +808,14 @@ def _checked_meta(path: Path, meta: object) -> tuple[dict, tuple[int, int]]:
     return settings, (counts[0], counts[1])
 
 
+def _counted_rows(name: str, value: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """The entries of a sum that count pairs: all, less a null's sums of rates (its rows of `_RATE_SUMS` and
+    of the background's hits)."""
+    if name in _RATE_SUMS:
+        return value[..., whole, :, :]
+    return value[whole] if name == "background_hits" else value
+
+
 def _check_sums(path: Path, stored: dict[str, np.ndarray], settings: dict, counts: tuple[int, int]) -> None:
     """The invariants of an accumulator file's sums (see `Accumulator.load`), checked before any is used."""
 
@@ -784,20 +833,27 @@ def _check_sums(path: Path, stored: dict[str, np.ndarray], settings: dict, count
     n_proteins, n_residues = counts
     if n_proteins == 0 and n_residues != 0:
         raise fail(f"{n_residues} residues but no protein")
+    # A null's hits are sums of rates, not counts: only its arcs must be whole.
+    whole = np.array([split_null_name(name) is None for name in settings["properties"]], dtype=bool)
     for name, value in stored.items():
         if value.shape != expected[name] or value.dtype.kind not in "fiu":
             raise fail(f"sum {name} is {value.dtype}{list(value.shape)}, expected numbers{list(expected[name])}")
         if not np.isfinite(value).all() or (value < 0).any():
             raise fail(f"sum {name} is not finite and non-negative")
-        if name in _COUNTS and (value != np.round(value)).any():
+        counted = _counted_rows(name, value, whole)
+        if name in _COUNTS and (counted != np.round(counted)).any():
             raise fail(f"sum {name} counts pairs but is not whole")
         # No protein, no sums; and pairs of residues number at most the residues squared (bootstrap
         # replicates weigh proteins, so their counts may exceed it).
         too_many = name in _COUNTS and not name.startswith("boot_") and (value > float(n_residues) ** 2).any()
         if (n_proteins == 0 and value.any()) or too_many:
             raise fail(f"sum {name} does not fit {n_proteins} proteins of {n_residues} residues")
-    for part, whole in _PARTS:
-        # Weights are float sums added in differing orders: only an excess beyond rounding is damage.
-        slack = 0.0 if part in _COUNTS else 1e-9 * stored[whole] + 1e-12
-        if (stored[part] > stored[whole] + slack).any():
+    for part, total in _PARTS:
+        # Weights (and a null's sums of rates) are float sums added in differing orders: only an excess beyond
+        # rounding is damage.
+        slack = 1e-9 * stored[total] + 1e-12
+        if part in _COUNTS:
+            rates = ~whole[:, None, None] if stored[total].ndim > 1 else ~whole
+            slack = np.where(rates, slack, 0.0)
+        if (stored[part] > stored[total] + slack).any():
             raise fail(f"{part} exceeds {whole}")

@@ -68,6 +68,9 @@ class Property:
     family: str | None = None
     counter: Callable[[Protein], tuple[int, int]] | None = None
 
+    #: A weighted property's values are rates in [0, 1], not 0/1 (the nulls of `plmlens.analysis.nulls`).
+    weighted = False
+
     def __post_init__(self) -> None:
         if self.kind not in (PAIR, TOKEN):
             raise ValueError(f"property {self.name!r}: kind must be 'pair' or 'token', not {self.kind!r}")

@@ -14,6 +14,7 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint, proportions_ztest
 
 from plmlens.analysis.accumulator import Accumulator
+from plmlens.analysis.nulls import NULL_KINDS, null_name, split_null_name
 from plmlens.proteins import STANDARD_AMINO_ACIDS
 from plmlens.rundir import AMINO_ACIDS, ANALYSIS, HEADS, LAYERS, SHARD, SUMMARY, RunDir
 
@@ -25,6 +26,10 @@ HEAD_COLUMNS = [
     "z", "p_value", "p_bonferroni", "ci_low", "ci_high", "significant", "few_arcs",
     "null_proportion", "null_weighted_proportion", "boot_ci_low", "boot_ci_high",
 ]  # fmt: skip
+#: Per positional null (`plmlens.analysis.nulls`): its proportion (Eq. 1) and weighted proportion (Eq. 3), the
+#: head's enrichment over it (proportion / null), and the one-sided test that the head exceeds it.
+NULL_COLUMNS = ("null", "weighted_null", "enrichment", "p_bonferroni", "significant")
+POSITIONAL_COLUMNS = [f"{kind}_{column}" for kind in NULL_KINDS for column in NULL_COLUMNS]
 
 
 #: What `AnalysisResult.save` writes (see `plmlens.rundir`); ``summary.json`` marks a finished run.
@@ -52,6 +57,19 @@ def two_proportion_test(
             [hits, background_hits], [arcs, background_total], alternative="larger", prop_var=False
         )
     return float(z), float(p)
+
+
+def null_test(hits: float, arcs: float, null: float) -> tuple[float, float]:
+    """One-sided test that a head's proportion ``hits / arcs`` exceeds a positional null proportion.
+
+    Under the null each arc holds the property with its own rate, averaging `null`; the binomial variance
+    ``arcs · null · (1 − null)`` bounds the variance of that sum of Bernoulli draws from above, so the test is
+    conservative. Returns ``(z, p)``; NaN without arcs or when `null` is 0, 1 or NaN.
+    """
+    if arcs <= 0 or not 0 < null < 1:
+        return math.nan, math.nan
+    z = (hits - arcs * null) / math.sqrt(arcs * null * (1 - null))
+    return float(z), float(stats.norm.sf(z))
 
 
 def centre_of_gravity(layer_values: np.ndarray) -> float:
@@ -131,8 +149,39 @@ class AnalysisResult:
         acc = self.accumulator
         hits, total = acc.sums["background_hits"], acc.sums["background_total"]
         return {
-            name: (float(hits[i] / total[i]) if total[i] > 0 else None) for i, name in enumerate(acc.property_names)
+            name: (float(hits[i] / total[i]) if total[i] > 0 else None)
+            for i, name in enumerate(acc.property_names)
+            if split_null_name(name) is None
         }
+
+    def nulls(self) -> list[str]:
+        """The positional nulls this run computed (``offset``, ``position``)."""
+        names = self.accumulator.property_names
+        return [kind for kind in NULL_KINDS if any(null_name(name, kind) in names for name in names)]
+
+    def _positional(self, proportion: np.ndarray) -> dict[str, np.ndarray]:
+        """`POSITIONAL_COLUMNS` as (P, L, H) arrays over the run's properties (NaN where a null does not apply)."""
+        acc = self.accumulator
+        s = acc.sums
+        index = {name: p for p, name in enumerate(acc.property_names)}
+        columns = {name: np.full(proportion.shape, np.nan) for name in POSITIONAL_COLUMNS}
+        for p, name in enumerate(acc.property_names):
+            for kind in NULL_KINDS:
+                q = index.get(null_name(name, kind))
+                if q is None:
+                    continue
+                null = _ratio(s["hits"][q], s["arcs"][q])
+                columns[f"{kind}_null"][p] = null
+                columns[f"{kind}_weighted_null"][p] = _ratio(s["weight_hits"][q], s["weight"][q])
+                columns[f"{kind}_enrichment"][p] = _ratio(proportion[p], null)
+                tests = [null_test(h, a, n) for h, a, n in zip(s["hits"][p].ravel(), s["arcs"][p].ravel(),
+                                                                 null.ravel(), strict=True)]  # fmt: skip
+                p_values = np.array([test[1] for test in tests]).reshape(null.shape)
+                columns[f"{kind}_p_bonferroni"][p] = np.minimum(1.0, p_values * self.n_tests)
+        for kind in NULL_KINDS:
+            with np.errstate(invalid="ignore"):
+                columns[f"{kind}_significant"] = columns[f"{kind}_p_bonferroni"] < self.alpha
+        return columns
 
     def labelled_properties(self) -> list[str]:
         """Properties that the data defines somewhere (the others have no background and no rows)."""
@@ -156,8 +205,9 @@ class AnalysisResult:
             boot_low = boot_high = np.full(proportion.shape, np.nan)
         rows = []
         backgrounds = self.backgrounds()
+        positional = self._positional(proportion)
         for p, name in enumerate(acc.property_names):
-            background = backgrounds[name]
+            background = backgrounds.get(name)
             if background is None:
                 continue
             bg_hits, bg_total = s["background_hits"][p], s["background_total"][p]
@@ -176,8 +226,14 @@ class AnalysisResult:
                         bool(np.isfinite(p_bonferroni) and p_bonferroni < self.alpha), bool(arcs < MIN_ARCS),
                         null_proportion[p, layer, head], null_weighted[p, layer, head],
                         boot_low[p, layer, head], boot_high[p, layer, head],
+                        *(positional[column][p, layer, head] for column in POSITIONAL_COLUMNS),
                     ))  # fmt: skip
-        return pd.DataFrame(rows, columns=HEAD_COLUMNS)
+        frame = pd.DataFrame(rows, columns=[*HEAD_COLUMNS, *POSITIONAL_COLUMNS])
+        for kind in NULL_KINDS:
+            frame[f"{kind}_significant"] = frame[f"{kind}_significant"].astype(bool)
+        # A run without positional nulls keeps the columns it always had.
+        computed = self.nulls()
+        return frame.drop(columns=[f"{kind}_{c}" for kind in NULL_KINDS if kind not in computed for c in NULL_COLUMNS])
 
     def layers(self, heads: pd.DataFrame | None = None) -> pd.DataFrame:
         """Per (property, layer): mean over heads (with arcs) of each measure, the layer maximum, and the
@@ -280,18 +336,35 @@ class AnalysisResult:
                     "enrichment": row.proportion / row.background if row.background else None,
                     "null_proportion": row.null_proportion, "p_bonferroni": row.p_bonferroni,
                     "significant": bool(row.significant), "n_arcs": int(row.n_arcs),
+                    **{f"{kind}_{column}": row[f"{kind}_{column}"] for kind in self.nulls() for column in NULL_COLUMNS},
                 }  # fmt: skip
         return _jsonable({
             **self.info,
             "n_proteins": acc.n_proteins, "n_residues": acc.n_residues, "threshold": acc.threshold,
             "support": acc.support,
             "seed": acc.seed, "n_bootstrap": acc.n_bootstrap, "alpha": self.alpha, "bonferroni_m": self.n_tests,
-            "properties": acc.property_names, "properties_without_labels": [
-                name for name in acc.property_names if name not in self.labelled_properties()
+            "properties": [name for name in acc.property_names if split_null_name(name) is None],
+            "properties_without_labels": [
+                name for name in self.backgrounds() if name not in self.labelled_properties()
             ],
+            "nulls": self.nulls(), "significant_heads": self.significant_heads(heads),
             "backgrounds": self.backgrounds(), "centres_of_gravity": self.centres_of_gravity(layers),
             "blosum62_correlation": self.blosum(heads), "top_heads": top, "n_arcs_total": total_arcs(acc),
         })  # fmt: skip
+
+    def significant_heads(self, heads: pd.DataFrame | None = None) -> dict[str, dict[str, int]]:
+        """Per property, how many heads (with enough arcs) are significant against the background and against
+        each positional null, and how many are against both: how many of the paper's kind of claims survive
+        once position is controlled for."""
+        heads = self.heads() if heads is None else heads
+        counts = {}
+        for name, rows in heads[~heads["few_arcs"]].groupby("property", sort=False):
+            entry = {"background": int(rows["significant"].sum())}
+            for kind in self.nulls():
+                entry[kind] = int(rows[f"{kind}_significant"].sum())
+                entry[f"background_and_{kind}"] = int((rows["significant"] & rows[f"{kind}_significant"]).sum())
+            counts[str(name)] = entry
+        return counts
 
     def save(self, directory: str | Path) -> dict[str, Path]:
         """Write ``heads.csv``, ``layers.csv``, ``amino_acids.csv``, ``summary.json`` and the raw sums
@@ -317,7 +390,7 @@ class AnalysisResult:
         computed = {
             "n_proteins", "n_residues", "threshold", "support", "seed", "n_bootstrap", "alpha", "bonferroni_m",
             "properties", "properties_without_labels", "backgrounds", "centres_of_gravity", "blosum62_correlation",
-            "top_heads", "n_arcs_total",
+            "top_heads", "n_arcs_total", "nulls", "significant_heads",
         }  # fmt: skip
         info = {k: v for k, v in summary.items() if k not in computed}
         return cls(Accumulator.load(run.accumulator_path()), alpha=summary.get("alpha", 0.05), info=info)

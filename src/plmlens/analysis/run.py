@@ -30,7 +30,8 @@ import torch
 
 from plmlens.analysis.accumulator import Accumulator, PreparedBatch
 from plmlens.analysis.checkpoint import Progress, load_checkpoint, save_checkpoint
-from plmlens.analysis.properties import Property
+from plmlens.analysis.nulls import NULL_KINDS, applicable, fit_nulls, null_name
+from plmlens.analysis.properties import Property, get_properties
 from plmlens.analysis.result import AnalysisResult
 from plmlens.distributed import ProcessGroup, Shard
 from plmlens.models import ModelAdapter, SequenceError, dtype_name
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 WINDOW_BATCHES = 16
 #: Batches prepared on the host ahead of the one running, beside a GPU (one on the CPU).
 PREPARE_AHEAD = 3
+#: Where the position null places residues: IMGT positions where a chain is numbered, or residue indices.
+POSITIONS = ("numbered", "index")
 #: Truncated proteins named in the summary (all are counted).
 TRUNCATED_EXAMPLES = 20
 
@@ -263,6 +266,9 @@ def analyze(
     shard: Shard | None = None,
     group: ProcessGroup | None = None,
     engine: str = "auto",
+    nulls: Sequence[str] = (),
+    positions: str = "numbered",
+    null_proteins: Iterable[Protein | Skipped] | None = None,
 ) -> AnalysisResult:
     """Measure how every head's attention aligns with protein properties (the paper's section 3).
 
@@ -313,6 +319,14 @@ def analyze(
         are all-reduced at the end, so every rank returns the whole run's result.
     engine : {"auto", "numpy", "torch"}
         The statistics' engine (see `Accumulator`).
+    nulls : sequence of {"offset", "position"}
+        Positional nulls to compute beside the background and the row-permuted null (see
+        `plmlens.analysis.nulls`); their rates are fitted on `null_proteins` before the run.
+    positions : {"numbered", "index"}
+        The position null's positions: IMGT positions where a chain is numbered, or residue indices always.
+    null_proteins : iterable of Protein or Skipped, optional
+        The same proteins as `proteins`, read afresh (a source is read once for the rates, once for the run);
+        default: `proteins` itself when it is a list.
 
     Returns
     -------
@@ -332,9 +346,18 @@ def analyze(
         raise ValueError("max_tokens and batch_size must be positive")
     support = attention_support(adapter)
     settings = dict(threshold=threshold, seed=seed, n_bootstrap=n_bootstrap, null=null, support=support)
-    acc = Accumulator(adapter.n_layers, adapter.n_heads, properties or (), device=adapter.device, engine=engine,
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
+    if null_proteins is None and isinstance(proteins, list):
+        null_proteins = proteins
+    properties, rates = fit_nulls(get_properties(properties or None), nulls, null_proteins, seed=seed,
+                                  numbered=positions == "numbered", limit=limit,
+                                  max_residues=max_residues(adapter, max_length))  # fmt: skip
+    acc = Accumulator(adapter.n_layers, adapter.n_heads, properties, device=adapter.device, engine=engine,
                       **settings)  # fmt: skip
     batching = {"max_length": max_length, "limit": limit, "max_tokens": max_tokens, "batch_size": batch_size}
+    if rates is not None:
+        batching["positions"] = positions
     content = source_fingerprint(source) if source is not None else None
     fingerprint = run_fingerprint(adapter, acc, source=source, shard=own, content=content, **batching)
     job_fingerprint = run_fingerprint(adapter, acc, source=source, shard=shard or Shard(), content=content, **batching)
@@ -379,8 +402,11 @@ def analyze(
         except _Stop as stop:
             save()
             raise RunInterrupted(stop.signal_number, checkpoint, acc.n_proteins) from None
-    return _result(adapter, acc, state, group, shard or Shard(), job_fingerprint, alpha, max_length, max_tokens,
-                   batch_size)  # fmt: skip
+    result = _result(adapter, acc, state, group, shard or Shard(), job_fingerprint, alpha, max_length, max_tokens,
+                     batch_size)  # fmt: skip
+    if rates is not None:
+        result.info["positional_nulls"] = rates.describe()
+    return result
 
 
 def _prepare(acc: Accumulator, items: list[_Item]) -> PreparedBatch:
@@ -539,6 +565,7 @@ def run_fingerprint(
     batch_size: int | None,
     shard: Shard,
     content: dict | None = None,
+    positions: str | None = None,
 ) -> dict:
     """What must match for two partial runs to be continued or summed: source and its content, model,
     settings, batching and shard.
@@ -563,7 +590,7 @@ def run_fingerprint(
                   "heads": adapter.n_heads, "parameters": adapter.n_params, "dtype": dtype_name(adapter.dtype),
                   "random_init": adapter.random_init, "init_seed": adapter.init_seed},
         "settings": {**acc.config(), "max_length": max_length, "limit": limit, "max_tokens": max_tokens,
-                     "batch_size": batch_size},
+                     "batch_size": batch_size, **({"positions": positions} if positions is not None else {})},
         "shard": {"index": shard.index, "count": shard.count},
     }  # fmt: skip
 
@@ -582,14 +609,20 @@ def planned_fingerprint(
     limit: int | None = None,
     max_tokens: int | None = None,
     batch_size: int | None = None,
+    nulls: Sequence[str] = (),
+    positions: str = "numbered",
 ) -> dict:
     """The `run_fingerprint` that `analyze` with these arguments gives its run (the whole job's, not a rank's),
     without running it: to tell whether a finished run in a directory is this one."""
-    acc = Accumulator(adapter.n_layers, adapter.n_heads, properties, threshold=threshold, seed=seed,
+    base = get_properties(properties or None)
+    names = [*base, *(null_name(p.name, kind) for kind in NULL_KINDS if kind in nulls for p in base
+                      if applicable(p, kind))]  # fmt: skip
+    acc = Accumulator(adapter.n_layers, adapter.n_heads, names, threshold=threshold, seed=seed,
                       n_bootstrap=n_bootstrap, null=null, support=attention_support(adapter))  # fmt: skip
     budget = int(max_tokens or default_max_tokens(adapter.device))
     return run_fingerprint(adapter, acc, source=source, shard=shard or Shard(), max_length=max_length, limit=limit,
-                           max_tokens=budget, batch_size=batch_size)  # fmt: skip
+                           max_tokens=budget, batch_size=batch_size,
+                           positions=positions if nulls else None)  # fmt: skip
 
 
 def _result(

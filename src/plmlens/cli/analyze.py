@@ -89,10 +89,25 @@ def analyze(
         bool, typer.Option("--random-init", help="Control: the model's architecture with fresh random weights.")
     ] = False,
     init_seed: Annotated[int, typer.Option(help="Seed of the --random-init weights.")] = 0,
+    nulls: Annotated[
+        str,
+        typer.Option(
+            help="Positional nulls, comma-separated: offset (pair properties), position (all); "
+            "none: neither. Their rates are fitted on the source, read once more before the run."
+        ),
+    ] = "offset,position",
+    positions: Annotated[
+        str,
+        typer.Option(
+            help="The position null's positions: numbered (IMGT where a chain is numbered, residue index "
+            "otherwise) or index (residue index always)."
+        ),
+    ] = "numbered",
     fmt: FormatOption = OutputFormat.auto,
 ) -> None:
     """Measure how every attention head aligns with contacts, binding sites, PTMs, secondary structure
-    and amino acids, with significance tests, a null model and layer profiles.
+    and amino acids, with significance tests, a null model, offset- and position-matched nulls and layer
+    profiles.
 
     Under `torchrun --nproc-per-node=K -m plmlens analyze ...` each rank takes every K-th batch and
     rank 0 writes the result. SIGTERM or Ctrl-C saves a checkpoint; run the same command with --resume.
@@ -101,11 +116,15 @@ def analyze(
     """
     fmt = resolve_format(fmt)
     from plmlens.analysis import RUN_OUTPUTS, SHARD_OUTPUTS, get_properties, save_shard
+    from plmlens.analysis.run import POSITIONS
     from plmlens.distributed import Shard, destroy_process_group, init_process_group
     from plmlens.models import resolve_device
 
     try:
         chosen = get_properties([p.strip() for p in properties.split(",") if p.strip()])
+        kinds = _null_kinds(nulls)
+        if positions not in POSITIONS:
+            raise ValueError(f"--positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
         records = iter_records(data)
         part = Shard.parse(shard) if shard is not None else None
         torch_device = resolve_device(device)
@@ -128,13 +147,15 @@ def analyze(
         if resume and not checkpoint.exists():
             _exit_if_complete(out_dir, adapter, chosen, data, part, threshold=threshold, seed=seed,
                               n_bootstrap=n_bootstrap, max_length=max_length, limit=limit, max_tokens=max_tokens,
-                              batch_size=batch_size)  # fmt: skip
+                              batch_size=batch_size, nulls=kinds, positions=positions)  # fmt: skip
         if group.is_main:
             where = f" × {group.world_size} ranks" if group.distributed else ""
             print_start("analyze", adapter, data, where)
         settings = dict(threshold=threshold, max_length=max_length, max_tokens=max_tokens, batch_size=batch_size,
                         seed=seed, n_bootstrap=n_bootstrap, limit=limit, checkpoint=checkpoint,
-                        checkpoint_seconds=checkpoint_seconds, resume=resume, source=data, shard=part)  # fmt: skip
+                        checkpoint_seconds=checkpoint_seconds, resume=resume, source=data, shard=part,
+                        nulls=kinds, positions=positions,
+                        null_proteins=iter_records(data) if kinds else None)  # fmt: skip
         result = _compute(adapter, records, chosen, group, **settings)
         # From here to the last line printed, SIGTERM and Ctrl-C wait: a run is never cut short while it is
         # written, and a signal then ends the command with one line (and exit 143 or 130) once it is.
@@ -150,6 +171,19 @@ def analyze(
             destroy_process_group()
             if group.is_main:
                 _print_result(result, out_dir, part, fmt, random_init, init_seed)
+
+
+def _null_kinds(text: str) -> tuple[str, ...]:
+    """The --nulls option as null names (``none``: no null)."""
+    from plmlens.analysis.nulls import NULL_KINDS
+
+    kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
+    if kinds == ("none",):
+        return ()
+    unknown = [kind for kind in kinds if kind not in NULL_KINDS]
+    if unknown:
+        raise ValueError(f"--nulls: unknown null {', '.join(unknown)}; known: {', '.join(NULL_KINDS)} or none")
+    return kinds
 
 
 def _compute(adapter, records, properties, group, **settings):
@@ -240,7 +274,16 @@ TOP_HEAD_COLUMNS = (
     Column("background", lambda row: _percent(row["background"], 2)),
     Column("null", lambda row: _percent(row["null_proportion"] or 0, 1)),
     Column("significant", lambda row: "yes" if row["significant"] else "no"),
+    # The positional nulls (absent from runs made without them): a head "beats" one when it is significantly
+    # above it too.
+    Column("offset null", lambda row: _percent(row.get("offset_null"), 1)),
+    Column("position null", lambda row: _percent(row.get("position_null"), 1)),
+    Column("beats position", lambda row: _yes_no(row.get("position_significant"))),
 )
+
+
+def _yes_no(value: bool | None) -> str:
+    return "n/a" if value is None else "yes" if value else "no"
 
 
 def top_head_rows(summary: dict) -> list[dict]:
