@@ -132,6 +132,12 @@ def test_pair_position_null_falls_back_to_the_other_folds_offset_rate():
     assert float(back.sum()) == 0.0
 
 
+def test_a_property_defined_nowhere_has_an_undefined_null():
+    proteins = [Protein(id=name, sequence="ACDE") for name in ids_in_folds(2)]  # no binding-site labels
+    rates = PositionalRates(get_properties(["binding_site"]), seed=SEED).fit(proteins)
+    assert np.ma.getmaskarray(rates.position_rates(get_properties(["binding_site"])[0], proteins[0])).all()
+
+
 def test_folds_depend_on_the_id_only():
     assert protein_fold("7HVP.A", 1) == protein_fold("7HVP.A", 1)
     folds = {protein_fold(f"x{k}", 5) for k in range(20)}
@@ -206,3 +212,35 @@ def test_analyze_with_nulls_end_to_end(tmp_path, pdb_builder):
     ]
     with pytest.raises(ValueError, match="unknown null"):
         analyze(model, proteins, ["contact"], nulls=("diagonal",))
+
+
+def test_report_and_compare_show_the_positional_nulls(tmp_path):
+    from typer.testing import CliRunner
+
+    from plmlens.cli import app
+    from scale_fixtures import synthetic_structures
+
+    bert = tiny_bert(tmp_path / "bert")
+    data = f"{synthetic_structures(tmp_path / 'structures', 6, min_length=30, max_length=40)}::dssp=false"
+    runner = CliRunner()
+    runs = []
+    for name, nulls in (("with", "offset,position"), ("without", "none")):
+        run = tmp_path / name
+        done = runner.invoke(app, ["analyze", "--model", str(bert), "--data", data, "--out", str(run), "--nulls", nulls,
+                                   "--properties", "contact,aa_A", "--n-bootstrap", "0"])  # fmt: skip
+        assert done.exit_code == 0, done.output
+        assert runner.invoke(app, ["report", str(run), "--candidates", "2"]).exit_code == 0
+        runs.append(run)
+    with_nulls = (runs[0] / "report.html").read_text()
+    assert "position null" in with_nulls and "offset null" in with_nulls
+    assert "position null" not in (runs[1] / "report.html").read_text()
+    heads = (runs[0] / "heads.csv").read_text().splitlines()[0]
+    assert "offset_null" in heads and "position_enrichment" in heads
+    assert "offset_null" not in (runs[1] / "heads.csv").read_text().splitlines()[0]
+    compared = runner.invoke(app, ["compare", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "cmp")])
+    assert compared.exit_code == 0, compared.output
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "heads above position null" in page
+    bad = runner.invoke(app, ["analyze", "--model", str(bert), "--data", data, "--out", str(tmp_path / "x"),
+                              "--nulls", "diagonal"])  # fmt: skip
+    assert bad.exit_code == 2 and "unknown null diagonal" in bad.output

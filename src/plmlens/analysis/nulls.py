@@ -99,6 +99,8 @@ class _Counts:
     def rate(self, folds: Sequence[int], index: tuple[np.ndarray, ...]) -> np.ndarray:
         """The rate at keys `index` over `folds`; NaN where no entry was defined (or the key is unseen)."""
         size = self.hits.shape[-1]
+        if size == 0:  # nothing defined anywhere
+            return np.full(index[0].shape, np.nan)
         inside = np.all([i < size for i in index], axis=0) & np.all([i >= 0 for i in index], axis=0)
         clipped = tuple(np.where(inside, i, 0) for i in index)
         hits = self.hits[list(folds)].sum(axis=0)[clipped]

@@ -232,7 +232,9 @@ def top_heads_table(runs: list[Run]) -> pd.DataFrame:
             best = candidates.sort_values("proportion", ascending=False).head(1)
             row = {"model": run.name, "run_dir": str(run.path), "property": prop,
                    "n_significant_heads": int(group["significant"].astype(bool).sum()),
-                   "n_heads": run.n_layers * run.n_heads, "background": float(group["background"].iloc[0])}  # fmt: skip
+                   "n_heads": run.n_layers * run.n_heads, "background": float(group["background"].iloc[0]),
+                   "n_above_position": _count_true(group, "position_significant"),
+                   "n_above_offset": _count_true(group, "offset_significant")}  # fmt: skip
             if len(best):
                 top = best.iloc[0]
                 row |= {
@@ -242,13 +244,27 @@ def top_heads_table(runs: list[Run]) -> pd.DataFrame:
                     "significant": bool(top["significant"]), "ci_low": top["ci_low"], "ci_high": top["ci_high"],
                     "boot_ci_low": top.get("boot_ci_low", math.nan), "boot_ci_high": top.get("boot_ci_high", math.nan),
                     "n_arcs": int(top["n_arcs"]),
+                    **{column: top.get(column, math.nan) for column in POSITIONAL_TOP},
                 }  # fmt: skip
             rows.append(row)
     columns = ["model", "run_dir", "property", "top_head", "layer", "head", "proportion", "background", "enrichment",
                "null_proportion", "p_bonferroni", "significant", "ci_low", "ci_high", "boot_ci_low", "boot_ci_high",
-               "n_arcs", "n_significant_heads", "n_heads"]  # fmt: skip
+               "n_arcs", "n_significant_heads", "n_heads", *POSITIONAL_TOP, "n_above_offset",
+               "n_above_position"]  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns)
     return frame.astype({"layer": "Int64", "head": "Int64", "n_arcs": "Int64"})
+
+
+#: A top head's positional nulls (`plmlens.analysis.nulls`), NaN for runs made without them.
+POSITIONAL_TOP = ("offset_null", "offset_enrichment", "position_null", "position_enrichment",
+                  "position_p_bonferroni")  # fmt: skip
+
+
+def _count_true(group: pd.DataFrame, column: str) -> float:
+    """Heads with `column` true, or NaN when the run has no such column (made without that null)."""
+    if column not in group.columns:
+        return math.nan
+    return int(group[column].astype(bool).sum())
 
 
 def centres_table(runs: list[Run]) -> pd.DataFrame:
@@ -395,6 +411,11 @@ def _top_heads_html(top: pd.DataFrame) -> Table:
         "bootstrap CI": [_interval(lo, hi) for lo, hi in zip(top["boot_ci_low"], top["boot_ci_high"], strict=True)],
         "arcs": top["n_arcs"].map(fmt_count),
         "significant heads": [f"{s} of {n}" for s, n in zip(top["n_significant_heads"], top["n_heads"], strict=True)],
+        "offset null": top["offset_null"].map(fmt_percent),
+        "position null": top["position_null"].map(fmt_percent),
+        "× position": [("–" if is_missing(v) else f"{fmt_number(v)}×") for v in top["position_enrichment"]],
+        "heads above position null": [("–" if is_missing(a) else f"{int(a)} of {n}")
+                                      for a, n in zip(top["n_above_position"], top["n_heads"], strict=True)],
     })  # fmt: skip
     return _table(shown)
 

@@ -115,6 +115,8 @@ def top_heads_figure(heads: pd.DataFrame, prop: str, k: int = 10) -> Figure:
             centre = 100 * top[column].to_numpy()
             ax.errorbar(x, centre, yerr=np.clip([centre - low, high - centre], 0, None),
                         fmt="none", ecolor="black", capsize=2, linewidth=0.8)  # fmt: skip
+        if column == "proportion":
+            _positional_markers(ax, x, top)
         ax.axhline(100 * background, color="black", linestyle="--", linewidth=0.8, label="background")
         ax.set_xticks(x, [f"{a}-{b}" for a, b in zip(top["layer"], top["head"], strict=True)], rotation=45)
         ax.set_xlabel("Head (layer-head)")
@@ -122,6 +124,18 @@ def top_heads_figure(heads: pd.DataFrame, prop: str, k: int = 10) -> Figure:
     axes[0].set_ylabel("% of high-confidence attention")
     axes[0].legend(frameon=False, loc="upper right")
     return fig
+
+
+#: Markers of the positional nulls of a head, drawn on its bar: what it would score attending only by offset,
+#: or only by position.
+POSITIONAL_MARKERS = {"offset_null": ("v", "offset-matched null"), "position_null": ("D", "position-matched null")}
+
+
+def _positional_markers(ax, x: np.ndarray, top: pd.DataFrame) -> None:
+    for column, (marker, name) in POSITIONAL_MARKERS.items():
+        if column in top.columns and top[column].notna().any():
+            ax.scatter(x, 100 * top[column].to_numpy(dtype=float), marker=marker, s=18, color="white",
+                       edgecolors="black", linewidths=0.8, zorder=3, label=name)  # fmt: skip
 
 
 def layer_profiles(layers: pd.DataFrame, centres: dict[str, float], properties: list[str] | None = None) -> Figure:

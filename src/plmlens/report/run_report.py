@@ -136,7 +136,10 @@ def report_properties(summary: dict, heads: pd.DataFrame) -> list[str]:
 
 #: Columns shown as percentages (shares of attention) and as p-values; other numbers get 3 significant digits.
 PERCENT_COLUMNS = {"proportion", "ci_low", "ci_high", "background", "null_proportion", "boot_ci_low", "boot_ci_high",
-                   "null", "top_proportion", "null_top_proportion", "weighted_proportion"}  # fmt: skip
+                   "null", "top_proportion", "null_top_proportion", "weighted_proportion", "offset null",
+                   "position null", "offset_null", "position_null"}  # fmt: skip
+#: The positional nulls' columns shown beside the row-permuted null, where the run computed them.
+POSITIONAL_SHOWN = ("offset_null", "offset_enrichment", "position_null", "position_enrichment", "position_p_bonferroni")
 P_COLUMNS = {"p_value", "p_bonferroni", "p (Bonferroni)", "p"}
 
 
@@ -245,9 +248,15 @@ def _top_frame(summary: dict) -> pd.DataFrame:
     return pd.DataFrame([
         {"property": figures.label(p), "head": t["head"], "proportion": t["proportion"], "background": t["background"],
          "enrichment": t["enrichment"], "null": t["null_proportion"], "p (Bonferroni)": t["p_bonferroni"],
-         "significant": t["significant"], "arcs": t["n_arcs"]}
+         "significant": t["significant"], "arcs": t["n_arcs"],
+         **{name: t[key] for name, key in _POSITIONAL_TOP.items() if key in t}}
         for p, t in summary["top_heads"].items() if property_family(p) is None
     ])  # fmt: skip
+
+
+#: The top-head table's columns for the positional nulls, and their keys in ``summary.json``.
+_POSITIONAL_TOP = {"offset null": "offset_null", "× offset": "offset_enrichment", "position null": "position_null",
+                   "× position": "position_enrichment", "above position": "position_significant"}  # fmt: skip
 
 
 def _heatmap_sections(
@@ -262,7 +271,8 @@ def _heatmap_sections(
         top = heads[(heads.property == prop) & ~heads.few_arcs].sort_values("proportion", ascending=False).head(10)
         top = top.assign(head=[f"{a}-{b}" for a, b in zip(top["layer"], top["head"], strict=True)])
         columns = ["head", "n_arcs", "proportion", "ci_low", "ci_high", "background", "p_bonferroni",
-                   "null_proportion", "boot_ci_low", "boot_ci_high"]  # fmt: skip
+                   "null_proportion", *(c for c in POSITIONAL_SHOWN if c in top.columns and top[c].notna().any()),
+                   "boot_ci_low", "boot_ci_high"]  # fmt: skip
         sections.append({
             "title": figures.label(prop),
             "heatmap": Picture.from_file(paths[0], f"{prop} per head (click a head)"),
