@@ -347,7 +347,8 @@ def compare_top_heads(heads: dict[str, pd.DataFrame], prop: str, k: int = 10, ma
     for name, frame in heads.items():
         rows = frame[(frame["property"] == prop) & ~frame["few_arcs"].astype(bool)]
         tops[name] = rows.dropna(subset=["proportion"]).sort_values("proportion", ascending=False).head(k)
-    peaks = [100 * t[["ci_high", "proportion", "null_proportion"]].max().max() for t in tops.values() if len(t)]
+    shown = ["ci_high", "proportion", "null_proportion", *POSITIONAL_MARKERS]
+    peaks = [100 * t[[c for c in shown if c in t.columns]].max().max() for t in tops.values() if len(t)]
     top = float(np.nanmax(peaks)) if peaks and np.isfinite(peaks).any() else 1.0
     fig, axes = _panels(len(tops), 5.2, 3.0, max_columns)
     width = 0.4
@@ -365,6 +366,7 @@ def compare_top_heads(heads: dict[str, pd.DataFrame], prop: str, k: int = 10, ma
         low, high = 100 * rows["ci_low"].to_numpy(), 100 * rows["ci_high"].to_numpy()
         ax.errorbar(x - width / 2, centre, yerr=np.clip(np.nan_to_num([centre - low, high - centre]), 0, None),
                     fmt="none", ecolor="black", capsize=2, linewidth=0.8)  # fmt: skip
+        _positional_markers(ax, x - width / 2, rows)
         ax.bar(x + width / 2, 100 * rows["null_proportion"].fillna(0).to_numpy(), width, color=OKABE_ITO[1],
                label="null model, same head")  # fmt: skip
         ax.axhline(100 * rows["background"].iloc[0], color="black", linestyle="--", linewidth=0.8, label="background")
