@@ -230,7 +230,8 @@ def mark_unlabelled(protein: Protein, annotator: str, reason: str) -> None:
 def annotate(
     records: Iterable[Protein | Skipped], options: dict[str, str], batch_size: int = 256
 ) -> Iterator[Protein | Skipped]:
-    """Apply every annotator whose option is in `options` to the proteins of `records`, in batches.
+    """Apply every annotator whose option is in `options` to the proteins of `records`, in batches of
+    `batch_size` proteins.
 
     Records come out in order, skipped ones untouched. An annotator that raises on a batch does not drop
     it: each protein of the batch keeps its record and the error as its ``meta["unlabelled"]`` reason.
@@ -240,11 +241,13 @@ def annotate(
         yield from records
         return
     batch: list[Protein | Skipped] = []
+    proteins = 0
     for record in records:
         batch.append(record)
-        if len(batch) >= batch_size:
+        proteins += isinstance(record, Protein)
+        if proteins >= batch_size:  # `batch_size` proteins, with the skipped records between them
             yield from _annotate_batch(batch, chosen)
-            batch = []
+            batch, proteins = [], 0
     if batch:
         yield from _annotate_batch(batch, chosen)
 
