@@ -74,6 +74,8 @@ def test_add_label_bool_and_category_with_undefined_residues():
         ("ok", [1.0, 0.0, 1.0], None, r"values must be bool or str, not float64"),
         ("ok", [True] * 3, [1, 1, 0], r"defined must be bool of shape \(3,\)"),
         ("ok", [True] * 3, [True, False], r"defined must be bool of shape \(3,\)"),
+        ("ptm", ["a", "b", "c"], None, r"label ptm: values are category, but the label is registered as bool"),
+        ("amino_acid", [True] * 3, None, r"values are bool, but the label is registered as category"),
     ],
 )
 def test_add_label_refuses_bad_input_in_one_line_naming_the_record(name, values, defined, pattern):
@@ -232,6 +234,10 @@ def test_a_version_1_set_is_read_with_its_labels(tmp_path):
             r"label\.zone\.values is <U7\[9\], expected .*\[4\]",
         ),
         (lambda m, h: h["records"][3].pop("labels"), r"record 3 has no labels"),
+        (
+            lambda m, h: m.update({"label.binding_site.values": np.full(5, "x")}),
+            r"record 0: label binding_site: values are category, but the label is registered as bool",
+        ),
     ],
 )
 def test_damaged_label_arrays_are_one_line_naming_the_file(tmp_path, damage, pattern):

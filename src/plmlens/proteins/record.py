@@ -263,14 +263,22 @@ class Protein:
         Raises
         ------
         ProteinError
-            One line naming the record and the label, for a bad name, shape or dtype.
+            One line naming the record and the label, for a bad name, shape or dtype, or values of
+            another kind (bool or category) than the label's registered `LabelSpec`.
         """
         where = f"{self.source or '<memory>'}: {self.id}"
         if not isinstance(name, str) or len(name) > LABEL_NAME_MAX or not LABEL_NAME.fullmatch(name):
             raise ProteinError(
                 f"{where}: label name {name!r:.80} is not an identifier of at most {LABEL_NAME_MAX} characters"
             )
-        self.labels[name] = _label_array(values, defined, len(self), f"{where}: label {name}")
+        array = _label_array(values, defined, len(self), f"{where}: label {name}")
+        from plmlens.proteins.labels import LABELS  # the registry imports this module
+
+        spec = LABELS.get(name)
+        kind = "bool" if array.dtype.kind == "b" else "category"
+        if spec is not None and spec.kind != kind:
+            raise ProteinError(f"{where}: label {name}: values are {kind}, but the label is registered as {spec.kind}")
+        self.labels[name] = array
 
     def label(self, name: str) -> np.ma.MaskedArray | None:
         """A per-residue label: the stored one, else one derived from the record by its registered
