@@ -99,24 +99,25 @@ class Property:
         return int(values.sum()), int(defined.sum())
 
 
-_last_derived = threading.local()
+_last_labels = threading.local()
 
 
-def _protein_label(protein: Protein, name: str) -> np.ma.MaskedArray | None:
-    """`Protein.label`, a derived label computed once for the properties that ask in a row (the amino
-    acids: twenty properties of one label), per thread. A stored label is read as it is."""
-    stored = protein.labels.get(name)
-    if stored is not None:
-        return stored
-    cached = getattr(_last_derived, "value", None)
-    # The record's sequence and DSSP are part of the key: a derived label follows them.
+def _label_entry(protein: Protein, name: str) -> tuple[object, np.ma.MaskedArray | None, dict]:
+    """``(stored, label, derived)`` of `Protein.label`, computed once for the properties that ask in a row
+    (the amino acids: twenty properties of one label), per thread; `derived` caches what the properties
+    compute from the label (its mask, its categories)."""
+    cached = getattr(_last_labels, "value", None)
+    # The sequence and DSSP are part of the key (a derived label follows them), the stored array too.
     key = (protein.sequence, protein.dssp)
     if cached is None or cached[0] is not protein or any(a is not b for a, b in zip(cached[1], key, strict=True)):
         cached = (protein, key, {})
-        _last_derived.value = cached
-    if name not in cached[2]:
-        cached[2][name] = protein.label(name)
-    return cached[2][name]
+        _last_labels.value = cached
+    stored = protein.labels.get(name)
+    entry = cached[2].get(name)
+    if entry is None or entry[0] is not stored:
+        entry = (stored, stored if stored is not None else protein.label(name), {})
+        cached[2][name] = entry
+    return entry
 
 
 def _label_property(label: str, category: str | None) -> Callable[[Protein], np.ma.MaskedArray]:
@@ -124,12 +125,21 @@ def _label_property(label: str, category: str | None) -> Callable[[Protein], np.
     undefined, everywhere when the protein has no such label."""
 
     def function(protein: Protein) -> np.ma.MaskedArray:
-        values = _protein_label(protein, label)
+        _, values, derived = _label_entry(protein, label)
         if values is None:
             return np.ma.masked_all(len(protein), dtype=bool)
-        data = np.ma.getdata(values)
-        hits = data.astype(bool) if category is None else data == category
-        return np.ma.MaskedArray(hits, mask=np.ma.getmaskarray(values))
+        if "mask" not in derived:
+            derived["mask"] = np.ma.getmaskarray(values)
+        if category is None:
+            hits = np.asarray(np.ma.getdata(values), dtype=bool)
+        else:
+            if "codes" not in derived:  # one sort per protein, then one integer comparison per category
+                derived["codes"] = np.unique(np.ma.getdata(values), return_inverse=True)
+            categories, codes = derived["codes"]
+            at = int(np.searchsorted(categories, category))
+            found = at < len(categories) and categories[at] == category
+            hits = codes == at if found else np.zeros(len(protein), dtype=bool)
+        return np.ma.MaskedArray(hits, mask=derived["mask"].copy())
 
     return function
 

@@ -275,22 +275,25 @@ AMINO_ACID = "amino_acid"
 AMINO_ACIDS = "amino_acids"
 
 
+_SS_NAMES = np.array([*SS_CLASSES, "other"], dtype="<U9")
+#: Byte value of a DSSP letter → index in `_SS_NAMES` (the other class for every letter not in a class).
+_SS_TABLE = np.full(256, len(SS_CLASSES), dtype=np.intp)
+for _index, _letters in enumerate(SS_CLASSES.values()):
+    _SS_TABLE[np.frombuffer(_letters.encode("ascii"), dtype=np.uint8)] = _index
+
+
 def _secondary_structure(protein: Protein) -> np.ma.MaskedArray:
     """The paper's secondary-structure class of each residue, masked where DSSP is unknown (everywhere
     without DSSP)."""
-    n = len(protein)
     if protein.dssp is None:
-        return np.ma.masked_all(n, dtype="<U9")
-    states = np.frombuffer(protein.dssp.encode("ascii"), dtype="S1")
-    classes = np.full(n, "other", dtype="<U9")
-    for name, letters in SS_CLASSES.items():
-        classes[np.isin(states, [c.encode() for c in letters])] = name
-    return np.ma.MaskedArray(classes, mask=states == SS_UNKNOWN.encode())
+        return np.ma.masked_all(len(protein), dtype="<U9")
+    states = np.frombuffer(protein.dssp.encode("ascii", "replace"), dtype=np.uint8)
+    return np.ma.MaskedArray(_SS_NAMES[_SS_TABLE[states]], mask=states == ord(SS_UNKNOWN))
 
 
 def _amino_acid(protein: Protein) -> np.ma.MaskedArray:
     """Each residue's one-letter code (``X`` is defined and in no category)."""
-    return np.ma.MaskedArray(np.array(list(protein.sequence), dtype="<U1"))
+    return np.ma.MaskedArray(np.frombuffer(protein.sequence.encode("ascii"), dtype="S1").astype("<U1"))
 
 
 register_label(LabelSpec("binding_site", BOOL, "binding-site residues", label="Binding site",
