@@ -811,7 +811,7 @@ def make_proteinset_case(seeds: Seeds, rng: random.Random, workdir: Path) -> Cas
             log.append(f"index:{target}")
             item = header["records"][0]
             if target == "format":
-                header["format"] = rng.choice((None, 1, "plmlens-proteins/2", ["x"]))
+                header["format"] = rng.choice((None, 1, "plmlens-proteins/3", ["x"]))
             elif target == "records":
                 header["records"] = rng.choice((None, 5, "abc", {"a": 1}, [], [None], [[1]]))
                 allow_empty = header["records"] == []

@@ -14,6 +14,11 @@ residues with the property). Adding one needs no edit to plmlens::
     register_property(Property("cys_cys", "pair", cys_cys, "attention between cysteines", label="Cys–Cys"))
     # then: plmlens analyze ... --properties default,cys_cys   (from Python: analyze(..., properties=[...]))
 
+Every per-residue label registered in `plmlens.proteins.labels` (`register_label`, at any time) becomes
+TOKEN properties here by itself: a bool label one property, a categorical label one per chosen category
+(true where the label equals it), undefined where the label is masked or the protein lacks it. Binding
+sites, PTMs, secondary structure and the amino acids are labels too.
+
 The registry is the one source of property names: ``describe``, ``analyze``, the report and compare read
 each property's label, description, kind and family from here, so a registered property gets its heatmap,
 top heads and layer profile in ``report.html`` and ``compare.html`` with no other edit.
@@ -29,6 +34,7 @@ import numpy as np
 
 from plmlens.proteins import CONTACT_RANGES, STANDARD_AMINO_ACIDS, Protein, contact_map
 from plmlens.proteins.annotations import contact_counts
+from plmlens.proteins.labels import AMINO_ACIDS, LABELS, LabelSpec, subscribe_labels
 
 PAIR = "pair"
 TOKEN = "token"
@@ -96,25 +102,47 @@ class Property:
         return int(values.sum()), int(defined.sum())
 
 
-def _labels(name: str) -> Callable[[Protein], np.ma.MaskedArray]:
+_last_labels = threading.local()
+
+
+def _label_entry(protein: Protein, name: str) -> tuple[object, np.ma.MaskedArray | None, dict]:
+    """``(stored, label, derived)`` of `Protein.label`, computed once for the properties that ask in a row
+    (the amino acids: twenty properties of one label), per thread; `derived` caches what the properties
+    compute from the label (its mask, its categories)."""
+    cached = getattr(_last_labels, "value", None)
+    # The sequence and DSSP are part of the key (a derived label follows them), the stored array too.
+    key = (protein.sequence, protein.dssp)
+    if cached is None or cached[0] is not protein or any(a is not b for a, b in zip(cached[1], key, strict=True)):
+        cached = (protein, key, {})
+        _last_labels.value = cached
+    stored = protein.labels.get(name)
+    entry = cached[2].get(name)
+    if entry is None or entry[0] is not stored:
+        entry = (stored, stored if stored is not None else protein.label(name), {})
+        cached[2][name] = entry
+    return entry
+
+
+def _label_property(label: str, category: str | None) -> Callable[[Protein], np.ma.MaskedArray]:
+    """The indicator of a label (bool: the label; category: label == category), masked where the label is
+    undefined, everywhere when the protein has no such label."""
+
     def function(protein: Protein) -> np.ma.MaskedArray:
-        labels = getattr(protein, name)
-        if labels is None:
+        _, values, derived = _label_entry(protein, label)
+        if values is None:
             return np.ma.masked_all(len(protein), dtype=bool)
-        return np.ma.MaskedArray(labels, mask=np.zeros(len(protein), dtype=bool))
-
-    return function
-
-
-def _secondary(ss_class: str) -> Callable[[Protein], np.ma.MaskedArray]:
-    return lambda protein: protein.ss_mask(ss_class)
-
-
-def _amino_acid(letter: str) -> Callable[[Protein], np.ma.MaskedArray]:
-    code = ord(letter)
-
-    def function(protein: Protein) -> np.ma.MaskedArray:
-        return np.ma.MaskedArray(np.frombuffer(protein.sequence.encode("ascii", "replace"), dtype=np.uint8) == code)
+        if "mask" not in derived:
+            derived["mask"] = np.ma.getmaskarray(values)
+        if category is None:
+            hits = np.asarray(np.ma.getdata(values), dtype=bool)
+        else:
+            if "codes" not in derived:  # one sort per protein, then one integer comparison per category
+                derived["codes"] = np.unique(np.ma.getdata(values), return_inverse=True)
+            categories, codes = derived["codes"]
+            at = int(np.searchsorted(categories, category))
+            found = at < len(categories) and categories[at] == category
+            hits = codes == at if found else np.zeros(len(protein), dtype=bool)
+        return np.ma.MaskedArray(hits, mask=derived["mask"].copy())
 
     return function
 
@@ -200,9 +228,6 @@ def family_members(names: Iterable[str], family: str) -> list[str]:
     return [name for name, prop in PROPERTIES.items() if prop.family == family and name in present]
 
 
-AMINO_ACIDS = "amino_acids"
-
-
 def amino_acid_property(letter: str) -> str:
     """The name of the property "attention to amino acid `letter`" (``aa_P``)."""
     return f"aa_{letter}"
@@ -215,20 +240,41 @@ for _range, (_low, _high) in CONTACT_RANGES.items():
     register_property(Property(f"contact_{_range}", PAIR, _contact_range(_low, _high),
                                f"contacts at separation {_span}", label=f"Contact ({_span})",
                                counter=_contact_range_counts(_low, _high)))  # fmt: skip
-register_property(Property("binding_site", TOKEN, _labels("binding_site"), "attention to binding-site residues",
-                           label="Binding site"))  # fmt: skip
-register_property(Property("ptm", TOKEN, _labels("ptm"), "attention to post-translationally modified residues",
-                           label="PTM"))  # fmt: skip
-register_property(Property("helix", TOKEN, _secondary("helix"), "attention to helix residues (DSSP H, G, I)",
-                           label="Helix"))  # fmt: skip
-register_property(Property("strand", TOKEN, _secondary("strand"), "attention to strand residues (DSSP E, B)",
-                           label="Strand"))  # fmt: skip
-register_property(Property("turn_bend", TOKEN, _secondary("turn_bend"), "attention to turn/bend residues (T, S)",
-                           label="Turn/Bend"))  # fmt: skip
-for _letter in STANDARD_AMINO_ACIDS:
-    register_property(Property(amino_acid_property(_letter), TOKEN, _amino_acid(_letter),
-                               f"attention to amino acid {_letter}", label=f"Amino acid {_letter}",
-                               family=AMINO_ACIDS))  # fmt: skip
+#: Property names by the label they come from (`label_properties`).
+_LABEL_PROPERTIES: dict[str, list[str]] = {}
+
+
+def _register_label_properties(spec: LabelSpec) -> None:
+    """Register the TOKEN properties of a label (a `plmlens.proteins.labels` hook: labels registered at any
+    time become properties); those of an earlier spec of the same name that the new one lacks go."""
+    names = []
+    for name, category in spec.property_categories().items():
+        register_property(Property(name, TOKEN, _label_property(spec.name, category),
+                                   spec.property_description(name), label=spec.property_label(name),
+                                   family=spec.family))  # fmt: skip
+        names.append(name)
+    for stale in set(_LABEL_PROPERTIES.get(spec.name, ())) - set(names):
+        PROPERTIES.pop(stale, None)
+    _LABEL_PROPERTIES[spec.name] = names
+
+
+def label_properties(label: str) -> list[Property]:
+    """The properties a label gives (none for a label with no registered spec, or one not `counted`)."""
+    spec = LABELS.get(label)
+    if spec is None or not spec.counted:
+        return []
+    return [PROPERTIES[name] for name in _LABEL_PROPERTIES.get(label, ()) if name in PROPERTIES]
+
+
+def label_property_names() -> list[str]:
+    """Every property that comes from a label (counted or not), in registry order: the per-residue
+    probing tasks (`plmlens.probing.tasks`)."""
+    names = {name for names in _LABEL_PROPERTIES.values() for name in names}
+    return [name for name in PROPERTIES if name in names]
+
+
+# binding_site, ptm, helix / strand / turn_bend and aa_A .. aa_Y come from their labels, in this order.
+subscribe_labels(_register_label_properties)
 
 #: The default set: the paper's properties (contacts, binding sites, PTMs, secondary structure, amino acids).
 DEFAULT_PROPERTIES = (

@@ -39,7 +39,11 @@ def probe(
     data: Annotated[str, typer.Option(help=SOURCE_HELP)],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for probes.csv, contact_regression.csv, ...")],
     tasks: Annotated[
-        str, typer.Option(help="Comma-separated: secondary_structure, binding_site, contact, contact_regression.")
+        str,
+        typer.Option(
+            help="Comma-separated: secondary_structure, binding_site, contact, contact_regression, "
+            "or any label property (ptm, helix, aa_C, ...)."
+        ),
     ] = "secondary_structure,binding_site,contact,contact_regression",
     train_fraction: Annotated[
         float, typer.Option(help="Share of proteins used for training (split by protein).")
@@ -69,12 +73,14 @@ def probe(
     fmt = resolve_format(fmt)
     from plmlens.distributed import destroy_process_group, init_process_group
     from plmlens.models import resolve_device
-    from plmlens.probing import PROBE_OUTPUTS, TASKS
+    from plmlens.probing import PROBE_OUTPUTS
+    from plmlens.probing.tasks import known_tasks
 
     chosen = [t.strip() for t in tasks.split(",") if t.strip()]
-    unknown = sorted(set(chosen) - set(TASKS))
+    known = known_tasks()  # the paper's tasks and every label property (ptm, helix, aa_C, ...)
+    unknown = sorted(set(chosen) - set(known))
     if unknown:
-        raise fail(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+        raise fail(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(known)}")
     try:
         records = iter_records(data)
     except SourceError as error:

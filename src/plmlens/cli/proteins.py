@@ -40,9 +40,14 @@ app.add_typer(proteins_app, name="proteins")
 def describe_with_progress(source: str, limit: int | None, properties: str = "default") -> Description:
     """`describe` a SOURCE with a progress bar: the background of each property (names or groups, as
     ``analyze --properties`` takes them), counted as the property registry defines it."""
-    from plmlens.analysis import get_properties, property_counters
+    from plmlens.analysis import get_properties, label_properties, property_counters
 
     counters = property_counters(get_properties([p.strip() for p in properties.split(",") if p.strip()]))
+
+    def label_counters(label: str) -> dict:
+        # Labels the proteins hold are counted too, by their properties, with no list to edit.
+        return property_counters(label_properties(label))
+
     text = source if limit is None else f"{source}{',' if '::' in source else '::'}limit={limit}"
     records = iter_records(text)
     with progress_bar(
@@ -65,7 +70,7 @@ def describe_with_progress(source: str, limit: int | None, properties: str = "de
             state["residues"] += len(protein)
             progress.update(task, advance=1, residues=state["residues"])
 
-        return describe(counted(records), progress=advance, counters=counters)
+        return describe(counted(records), progress=advance, counters=counters, label_counters=label_counters)
 
 
 def _format_share(value: float | None) -> str:
@@ -114,6 +119,11 @@ def print_description(source: str, result: Description, fmt: OutputFormat | str 
             fmt,
         )
     print_table(background_rows(result), BACKGROUND_COLUMNS, fmt, title="background frequencies", show_edge=False)
+    lines = result.unlabelled_lines()
+    if lines:
+        print_note("unlabelled, by annotator:", fmt)
+        for line in lines:
+            print_note(f"  {escape_text(line)}", fmt)
     if result.skipped:
         reasons: dict[str, int] = {}
         for skipped in result.skipped:
@@ -207,5 +217,16 @@ def proteins_save(
 def proteins_sources() -> None:
     """Explain the SOURCE syntax and its options."""
     from plmlens.proteins import sources
+    from plmlens.proteins.labels import ANNOTATORS
 
     out.print(sources.__doc__, highlight=False, markup=False)
+    if ANNOTATORS:
+        out.print("Annotators (SOURCE option → labels):", highlight=False, markup=False)
+        for annotator in ANNOTATORS.values():
+            choices = "|".join(annotator.choices) if annotator.choices else "VALUE"
+            out.print(
+                f"  {annotator.option}={choices}  {annotator.name}: {annotator.description} "
+                f"(labels: {', '.join(annotator.labels)})",
+                highlight=False,
+                markup=False,
+            )

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from plmlens.analysis.properties import PROPERTIES, label_property_names
 from plmlens.probing.features import (
     attention_pair_features,
     attention_pair_scores,
@@ -28,6 +29,8 @@ from plmlens.probing.metrics import contact_candidates, contact_precisions, f1_c
 from plmlens.probing.regression import ContactRegression
 from plmlens.proteins import SS_CLASSES, Protein
 
+#: The paper's tasks. Every property that comes from a per-residue label (``ptm``, ``helix``, ``aa_C``, a
+#: label registered by a user or an annotator) is a task too, by its name (`LabelTask`, `known_tasks`).
 TASKS = ("secondary_structure", "binding_site", "contact", "contact_regression")
 
 
@@ -41,12 +44,36 @@ class Headline:
     metric_label: str
 
 
-#: The headline metric of each per-layer task, in `TASKS` order.
-HEADLINES = {
+class _Headlines(Mapping):
+    """The paper's tasks' headlines, then one for each label property (registered at any time): figures
+    draw any label task that probes.csv holds with no edit."""
+
+    def __init__(self, fixed: dict[str, Headline]) -> None:
+        self._fixed = fixed
+
+    def _names(self) -> list[str]:
+        return [*self._fixed, *(name for name in label_property_names() if name not in self._fixed)]
+
+    def __getitem__(self, task: str) -> Headline:
+        if task in self._fixed:
+            return self._fixed[task]
+        if task in label_property_names():
+            return Headline("precision_at_L/20", PROPERTIES[task].label or task, "precision@L/20")
+        raise KeyError(task)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+#: The headline metric of each per-layer task, in `TASKS` order, then the label tasks.
+HEADLINES: Mapping[str, Headline] = _Headlines({
     "secondary_structure": Headline("f1_macro", "Secondary structure", "macro F1"),
     "binding_site": Headline("precision_at_L/20", "Binding site", "precision@L/20"),
     "contact": Headline("precision_at_L/5", "Contact", "precision@L/5"),
-}
+})  # fmt: skip
 SS_NAMES = tuple(SS_CLASSES)
 #: Integer codes of the secondary-structure labels (only numbers travel between ranks).
 _SS_LABELS = (*SS_NAMES, "other")
@@ -330,34 +357,67 @@ class SecondaryStructureTask(ProbeTask):
         return {name: LinearScorer.from_arrays({"w": arrays[f"{name}/w"], "b": arrays[f"{name}/b"]}) for name in names}
 
 
-class BindingSiteTask(_MeanMetricTask):
-    """Binding sites from hidden states: a linear probe per layer, precision@L/20 per protein.
+class LabelTask(_MeanMetricTask):
+    """A per-residue label property from hidden states (``binding_site``, ``ptm``, ``helix``, ``aa_C``, any
+    registered label's property): a linear probe per layer, precision@L/20 per protein.
 
-    Trains on the drawn residues; scores proteins with at least one site, against the share of site
-    residues as chance.
+    Trains on the drawn residues where the property is defined; scores, over its defined residues (L of
+    them), each protein with at least one positive residue, against their share of positives as chance.
+
+    Parameters
+    ----------
+    prop : str
+        The property's name (`plmlens.analysis.properties.label_property_names`); it is the task's name.
     """
 
-    task, representation, metric = "binding_site", "embedding", "precision_at_L/20"
+    representation, metric = "embedding", "precision_at_L/20"
+
+    def __init__(self, prop: str) -> None:
+        self.task = prop  # type: ignore[misc]
+
+    def _labels(self, protein: Protein) -> tuple[np.ndarray, np.ndarray] | None:
+        """The property's ``(values, defined)``; None where no residue is defined."""
+        values, defined = PROPERTIES[self.task].mask(protein)
+        return (values, defined) if defined.any() else None
 
     def train_examples(self, protein: ProteinInputs, inputs: LayerInputs) -> Iterator[Examples]:
-        sites = protein.protein.binding_site
-        if sites is None:
+        labels = self._labels(protein.protein)
+        if labels is None:
             return
+        values, defined = labels
+        use = protein.residues & defined
         for depth, hidden in inputs.hidden:
-            yield depth, hidden[protein.residues], sites[protein.residues]
+            yield depth, hidden[use], values[use]
 
     def fit(self, features: np.ndarray, labels: np.ndarray, seed: int) -> LinearScorer | None:
         return LinearScorer.fit(features, labels.astype(bool), seed) if _both_classes(labels) else None
 
     def evaluate(self, models: Mapping[int, Any], protein: ProteinInputs, inputs: LayerInputs, tally: Tally) -> None:
-        sites = protein.protein.binding_site
-        if sites is None or not sites.any():
+        labels = self._labels(protein.protein)
+        if labels is None:
             return
-        k = max(1, len(protein.protein) // 20)
+        values, defined = labels
+        every = bool(defined.all())  # the usual case: score the hidden states as they are
+        values = values if every else values[defined]
+        if not values.any():
+            return
+        k = max(1, len(values) // 20)
         for depth, hidden in inputs.hidden:
             if depth in models:
-                value = precision_at_k(models[depth].score(hidden), sites, k)
-                self._add(tally, depth, protein.position, value, float(sites.mean()))
+                value = precision_at_k(models[depth].score(hidden if every else hidden[defined]), values, k)
+                self._add(tally, depth, protein.position, value, float(values.mean()))
+
+
+class BindingSiteTask(LabelTask):
+    """Binding sites from hidden states: `LabelTask` of ``binding_site`` (the paper's task)."""
+
+    def __init__(self) -> None:
+        super().__init__("binding_site")
+
+
+def known_tasks() -> tuple[str, ...]:
+    """Every task name `make_tasks` takes: `TASKS`, then the label properties (registered so far)."""
+    return (*TASKS, *(name for name in label_property_names() if name not in TASKS))
 
 
 class _PairTask(_MeanMetricTask):
@@ -484,23 +544,24 @@ CONTACT_REGRESSION_KEY: Key = (
 
 
 def make_tasks(names: Sequence[str], regression_proteins: int) -> list[ProbeTask]:
-    """The task objects of task names, in the order probes.csv lists them.
+    """The task objects of task names, in the order probes.csv lists them (`known_tasks` order).
 
     Raises
     ------
     ValueError
-        On a name not in `TASKS`.
+        On a name not in `known_tasks`.
     """
-    unknown = sorted(set(names) - set(TASKS))
+    known = known_tasks()
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"unknown probing task(s) {unknown}; known: {', '.join(TASKS)}")
+        raise ValueError(f"unknown probing task(s) {unknown}; known: {', '.join(known)}")
     by_name: dict[str, list[ProbeTask]] = {
         "secondary_structure": [SecondaryStructureTask()],
         "binding_site": [BindingSiteTask()],
         "contact": [EmbeddingContactTask(), AttentionContactTask()],
         "contact_regression": [ContactRegressionTask(regression_proteins)],
     }
-    return [task for name in TASKS if name in names for task in by_name[name]]
+    return [task for name in known if name in names for task in by_name.get(name, [LabelTask(name)])]
 
 
 def ss_codes(classes: np.ndarray) -> np.ndarray:

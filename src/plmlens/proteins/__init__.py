@@ -19,6 +19,16 @@ from plmlens.proteins.datasets import read_dataset, read_fasta, record_to_protei
 from plmlens.proteins.describe import Description, describe
 from plmlens.proteins.fingerprint import source_fingerprint
 from plmlens.proteins.ids import DuplicateIdWarning, unique_ids
+from plmlens.proteins.labels import (
+    ANNOTATORS,
+    LABELS,
+    Annotator,
+    LabelSpec,
+    annotate,
+    label_spec,
+    register_annotator,
+    register_label,
+)
 from plmlens.proteins.promod3 import StructureDB
 from plmlens.proteins.record import SS_CLASSES, STANDARD_AMINO_ACIDS, Protein, ProteinError
 from plmlens.proteins.skips import Skipped
@@ -27,11 +37,15 @@ from plmlens.proteins.store import read_protein_set, save_protein_set
 from plmlens.proteins.structure import StructureOptions, read_structure_file
 
 __all__ = [
+    "ANNOTATORS",
     "CONTACT_RANGES",
+    "LABELS",
     "SS_CLASSES",
     "STANDARD_AMINO_ACIDS",
+    "Annotator",
     "Description",
     "DuplicateIdWarning",
+    "LabelSpec",
     "Protein",
     "ProteinError",
     "Skipped",
@@ -39,17 +53,21 @@ __all__ = [
     "SourceError",
     "StructureDB",
     "StructureOptions",
+    "annotate",
     "contact_map",
     "cut_variable_domain",
     "describe",
     "iter_proteins",
     "iter_records",
+    "label_spec",
     "load_proteins",
     "read_dataset",
     "read_fasta",
     "read_protein_set",
     "read_structure_file",
     "record_to_protein",
+    "register_annotator",
+    "register_label",
     "residues_near",
     "save_protein_set",
     "source_fingerprint",

@@ -35,6 +35,8 @@ class Description:
     lengths: list[int] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     counters: dict[str, Counter] = field(default_factory=dict)
+    #: Annotator → reason → how many proteins it could not label (from ``meta["unlabelled"]``).
+    unlabelled: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def n_proteins(self) -> int:
@@ -60,8 +62,9 @@ class Description:
 
     def to_dict(self) -> dict:
         """The JSON form: ``n_proteins``, ``n_residues``, ``n_skipped``, ``skipped``, ``lengths``,
-        ``backgrounds`` and ``counts`` (numerator and denominator of each background)."""
-        return {
+        ``backgrounds`` and ``counts`` (numerator and denominator of each background), and ``unlabelled``
+        (annotator → reason → proteins) when an annotator left proteins unlabelled."""
+        out = {
             "n_proteins": self.n_proteins,
             "n_residues": self.n_residues,
             "n_skipped": len(self.skipped),
@@ -70,6 +73,19 @@ class Description:
             "backgrounds": self.backgrounds(),
             "counts": {name: {"hits": c.hits, "total": c.total} for name, c in self.counters.items()},
         }
+        if self.unlabelled:
+            out["unlabelled"] = self.unlabelled
+        return out
+
+    def unlabelled_lines(self) -> list[str]:
+        """One line per annotator: how many proteins it could not label, and why (most common first)."""
+        lines = []
+        for annotator, reasons in self.unlabelled.items():
+            ranked = sorted(reasons.items(), key=lambda kv: -kv[1])
+            shown = "; ".join(f"{count} {reason}" for reason, count in ranked[:5])
+            more = f"; {len(ranked) - 5} other reasons" if len(ranked) > 5 else ""
+            lines.append(f"{annotator}: {sum(reasons.values())} proteins unlabelled ({shown}{more})")
+        return lines
 
 
 BACKGROUND_KEYS = ("contact", "binding_site", "ptm", *SS_CLASSES, *STANDARD_AMINO_ACIDS)
@@ -82,12 +98,18 @@ def describe(
     records: Iterable[Protein | Skipped],
     progress: Callable[[Protein], None] | None = None,
     counters: Mapping[str, CountFunction] | None = None,
+    label_counters: Callable[[str], Mapping[str, CountFunction]] | None = None,
 ) -> Description:
     """Count proteins and residues and measure the background frequency of each annotation.
 
     With `counters` (name to a function giving a protein's ``(hits, defined)``) those are the annotations;
     ``plmlens proteins describe`` passes the property registry's (`plmlens.analysis.property_counters`), so
     that its names are the properties' own. Without, the annotations below (`BACKGROUND_KEYS`).
+
+    With `label_counters` (a label's name to the counters of its properties), every label a protein holds
+    adds the counters of its properties not counted yet (after the others, in the order met): proteins
+    before it lacked the label, which is undefined for them, so they add nothing to it. Proteins an
+    annotator could not label (``meta["unlabelled"]``) are counted per annotator and reason.
 
     Backgrounds are shares over the *defined* entries only:
 
@@ -107,6 +129,13 @@ def describe(
             result.skipped.append(record)
             continue
         result.lengths.append(len(record))
+        if label_counters is not None and functions is not None:
+            for label in record.labels:
+                for name, count in label_counters(label).items():
+                    if name not in functions:
+                        functions[name] = count
+                        result.counters[name] = Counter()
+        _count_unlabelled(record, result.unlabelled)
         if functions is None:
             _count_annotations(record, result.counters)
         else:
@@ -117,14 +146,25 @@ def describe(
     return result
 
 
+def _count_unlabelled(record: Protein, unlabelled: dict[str, dict[str, int]]) -> None:
+    """Add the annotators that could not label `record` (its ``meta["unlabelled"]``) to `unlabelled`."""
+    reasons = record.meta.get("unlabelled")
+    if not isinstance(reasons, dict):
+        return
+    for annotator, reason in reasons.items():
+        per_reason = unlabelled.setdefault(str(annotator), {})
+        text = " ".join(str(reason).split())
+        per_reason[text] = per_reason.get(text, 0) + 1
+
+
 def _count_annotations(record: Protein, counters: dict[str, Counter]) -> None:
     """Add one protein to the counters of `BACKGROUND_KEYS`."""
     # Counted, not mapped: an L × L map of a 200,000-residue chain would take 900 GiB.
     counters["contact"].add(*contact_counts(record))
     for name in ("binding_site", "ptm"):
-        labels = getattr(record, name)
+        labels = record.label(name)
         if labels is not None:
-            counters[name].add(labels.sum(), labels.size)
+            counters[name].add(labels.filled(False).sum(), labels.count())
     for ss_class in SS_CLASSES:
         mask = record.ss_mask(ss_class)
         counters[ss_class].add(mask.filled(False).sum(), mask.count())

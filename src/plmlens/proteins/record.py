@@ -7,7 +7,8 @@ every per-residue array describes residue ``sequence[i]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import re
+from dataclasses import InitVar, dataclass, field, replace
 
 import numpy as np
 
@@ -24,6 +25,55 @@ SS_COIL = "-"
 
 class ProteinError(ValueError):
     """A protein record that cannot be built or used; the message names the file and chain."""
+
+
+#: What a label's name may be: an identifier (it becomes part of array and property names).
+LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+LABEL_NAME_MAX = 64
+#: Labels that used to be fields of their own and keep their constructor keyword and attribute.
+LEGACY_LABELS = ("binding_site", "ptm")
+
+
+class _Unset:
+    """Default of the ``binding_site`` / ``ptm`` keywords: "not given" (keep what `labels` holds), which
+    ``None`` cannot mean since ``None`` removes the label."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
+
+
+def _label_array(values: object, defined: object, n: int, where: str) -> np.ma.MaskedArray:
+    """`values` and `defined` as one checked masked array of shape (n,): bool or str, masked = undefined.
+
+    Masked entries hold ``False`` / ``""`` so that two equal labels have equal arrays.
+    """
+    mask = None
+    if isinstance(values, np.ma.MaskedArray):
+        mask = np.ma.getmaskarray(values)
+        values = np.ma.getdata(values)
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError):  # ragged input
+        raise ProteinError(f"{where}: values are not a flat array") from None
+    if array.shape != (n,):
+        raise ProteinError(f"{where}: has shape {array.shape}, expected {(n,)}")
+    if array.dtype.kind not in "bU":
+        # Integers would be ambiguous (a class code or a flag?): say which, as bool or str.
+        raise ProteinError(f"{where}: values must be bool or str, not {array.dtype} (convert them first)")
+    if defined is None:
+        known = np.ones(n, dtype=bool)
+    else:
+        known = np.asarray(defined)
+        if known.dtype.kind != "b" or known.shape != (n,):
+            raise ProteinError(f"{where}: defined must be bool of shape {(n,)}, not {known.dtype}{list(known.shape)}")
+    if mask is not None:
+        known = known & ~mask
+    array = array.copy()
+    array[~known] = False if array.dtype.kind == "b" else ""
+    return np.ma.MaskedArray(array, mask=~known)
 
 
 def residue_number_array(values: object, where: str = "<memory>") -> np.ndarray:
@@ -97,11 +147,19 @@ class Protein:
     dssp : str or None
         DSSP 8-state string (``H G I E B T S`` and ``-`` for coil, ``?`` where unknown), or None.
     binding_site : ndarray of bool, shape (L,), or None
-        Binding-site labels; None where the source has no such labels (never silently all-False).
+        Binding-site labels; None where the source has no such labels (never silently all-False). Kept
+        as ``labels["binding_site"]``; the keyword and the attribute are shorthands for it (the attribute
+        reads undefined residues as False; `label` gives the mask).
     ptm : ndarray of bool, shape (L,), or None
-        Post-translational-modification labels; None where unknown.
+        Post-translational-modification labels; None where unknown. Kept as ``labels["ptm"]``.
     meta : dict
-        Free-form provenance (e.g. antibody chain type, variable-domain cut, truncation).
+        Free-form provenance (e.g. antibody chain type, variable-domain cut, truncation). An annotator
+        that could not label the protein writes why in ``meta["unlabelled"][ANNOTATOR]``.
+    labels : dict of str to numpy.ma.MaskedArray
+        Open per-residue labels by name (`add_label`): shape (L,), bool (a residue has it or not) or str
+        (a category), masked where undefined — never read as "false". A label the protein does not have
+        is undefined at every residue. Labels computed from the record itself (secondary structure from
+        `dssp`, the amino acid) are not stored: `label` derives them (`plmlens.proteins.labels`).
     """
 
     id: str
@@ -114,11 +172,12 @@ class Protein:
     cb: np.ndarray = field(default=None)  # type: ignore[assignment]
     has_coords: np.ndarray = field(default=None)  # type: ignore[assignment]
     dssp: str | None = None
-    binding_site: np.ndarray | None = None
-    ptm: np.ndarray | None = None
+    binding_site: InitVar[np.ndarray | None] = _UNSET  # type: ignore[assignment]
+    ptm: InitVar[np.ndarray | None] = _UNSET  # type: ignore[assignment]
     meta: dict = field(default_factory=dict)
+    labels: dict[str, np.ma.MaskedArray] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, binding_site: object, ptm: object) -> None:
         self._check_types()
         n = len(self.sequence)
         where = f"{self.source or '<memory>'}: {self.id}"
@@ -144,10 +203,6 @@ class Protein:
         if self.has_coords is None:
             self.has_coords = np.isfinite(self.ca).all(axis=1)
         self.has_coords = np.asarray(self.has_coords, dtype=bool)
-        for name in ("binding_site", "ptm"):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, np.asarray(value, dtype=bool))
         shapes = {
             "residue_numbers": (self.residue_numbers.shape, (n,)),
             "insertion_codes": (self.insertion_codes.shape, (n,)),
@@ -155,15 +210,90 @@ class Protein:
             "cb": (self.cb.shape, (n, 3)),
             "has_coords": (self.has_coords.shape, (n,)),
         }
-        if self.binding_site is not None:
-            shapes["binding_site"] = (self.binding_site.shape, (n,))
-        if self.ptm is not None:
-            shapes["ptm"] = (self.ptm.shape, (n,))
         for name, (got, want) in shapes.items():
             if got != want:
                 raise ProteinError(f"{where}: {name} has shape {got}, expected {want}")
         if self.dssp is not None and len(self.dssp) != n:
             raise ProteinError(f"{where}: DSSP string has {len(self.dssp)} states for {n} residues")
+        self._init_labels({"binding_site": binding_site, "ptm": ptm})
+
+    def _init_labels(self, legacy: dict[str, object]) -> None:
+        """Check `labels` (a copy: `dataclasses.replace` passes the original's dict) and apply the
+        ``binding_site`` / ``ptm`` keywords."""
+        given = self.labels
+        where = f"{self.source or '<memory>'}: {self.id}"
+        if not isinstance(given, dict):
+            raise ProteinError(f"{where}: labels is a {type(given).__name__}, not a dict")
+        self.labels = {}
+        for name, values in given.items():
+            self.add_label(name, values)
+        for name, value in legacy.items():
+            if value is _UNSET:
+                continue
+            if value is None:
+                self.labels.pop(name, None)
+                continue
+            try:
+                array = np.asarray(value, dtype=bool)
+            except (ValueError, TypeError):
+                raise ProteinError(f"{where}: {name} is not a flat array of flags") from None
+            if array.shape != (len(self),):
+                raise ProteinError(f"{where}: {name} has shape {array.shape}, expected {(len(self),)}")
+            stored = self.labels.get(name)
+            # `dataclasses.replace` passes the attribute back (undefined read as False): keep the stored
+            # label, mask included, when that is all the keyword says.
+            if stored is not None and np.array_equal(np.asarray(stored.filled(False)), array):
+                continue
+            self.labels[name] = np.ma.MaskedArray(array, mask=np.zeros(len(self), dtype=bool))
+
+    def add_label(self, name: str, values: object, defined: object = None) -> None:
+        """Add (or replace) a per-residue label.
+
+        Parameters
+        ----------
+        name : str
+            An identifier (``[A-Za-z_][A-Za-z0-9_]*``, at most 64 characters): it names arrays in protein
+            sets and, through `plmlens.proteins.labels.LabelSpec`, properties.
+        values : array-like of bool or str, shape (L,)
+            Bool: the residue has the label or not. Str: its category. A masked array's mask marks
+            undefined residues too. Integers are refused (class codes or flags? convert them first).
+        defined : array-like of bool, shape (L,), optional
+            Which residues the label is defined for; default all. Undefined residues are masked.
+
+        Raises
+        ------
+        ProteinError
+            One line naming the record and the label, for a bad name, shape or dtype, or values of
+            another kind (bool or category) than the label's registered `LabelSpec`.
+        """
+        where = f"{self.source or '<memory>'}: {self.id}"
+        if not isinstance(name, str) or len(name) > LABEL_NAME_MAX or not LABEL_NAME.fullmatch(name):
+            raise ProteinError(
+                f"{where}: label name {name!r:.80} is not an identifier of at most {LABEL_NAME_MAX} characters"
+            )
+        array = _label_array(values, defined, len(self), f"{where}: label {name}")
+        from plmlens.proteins.labels import LABELS  # the registry imports this module
+
+        spec = LABELS.get(name)
+        kind = "bool" if array.dtype.kind == "b" else "category"
+        if spec is not None and spec.kind != kind:
+            raise ProteinError(f"{where}: label {name}: values are {kind}, but the label is registered as {spec.kind}")
+        self.labels[name] = array
+
+    def label(self, name: str) -> np.ma.MaskedArray | None:
+        """A per-residue label: the stored one, else one derived from the record by its registered
+        `plmlens.proteins.labels.LabelSpec` (e.g. ``secondary_structure`` from `dssp`), else None (the
+        protein has no such label: undefined at every residue)."""
+        stored = self.labels.get(name)
+        if stored is not None:
+            return stored
+        from plmlens.proteins.labels import LABELS  # the registry imports this module
+
+        spec = LABELS.get(name)
+        if spec is None or spec.derive is None:
+            return None
+        derived = spec.derive(self)
+        return None if derived is None else _label_array(derived, None, len(self), f"{self.id}: label {name}")
 
     def _check_types(self) -> None:
         # Records come from damaged files too: a list where the id belongs must fail here, with the
@@ -182,11 +312,7 @@ class Protein:
         return len(self.sequence)
 
     def __repr__(self) -> str:
-        labels = [
-            name
-            for name, value in (("dssp", self.dssp), ("binding_site", self.binding_site), ("ptm", self.ptm))
-            if value is not None
-        ]
+        labels = ["dssp"] * (self.dssp is not None) + list(self.labels)
         return f"Protein(id={self.id!r}, length={len(self)}, with_coords={int(self.has_coords.sum())}, labels={labels})"
 
     @property
@@ -250,7 +376,26 @@ class Protein:
             cb=self.cb[positions],
             has_coords=self.has_coords[positions],
             dssp=dssp,
-            binding_site=None if self.binding_site is None else self.binding_site[positions],
-            ptm=None if self.ptm is None else self.ptm[positions],
+            binding_site=_UNSET,
+            ptm=_UNSET,
             meta=dict(self.meta),
+            labels={name: values[positions] for name, values in self.labels.items()},
         )
+
+
+def _legacy_label(name: str) -> property:
+    """The attribute of a label that used to be a field: a bool array (undefined read as False) or None."""
+
+    def get(self: Protein) -> np.ndarray | None:
+        stored = self.labels.get(name)
+        return None if stored is None else np.asarray(stored.filled(False), dtype=bool)
+
+    def put(self: Protein, value: object) -> None:
+        self._init_labels({name: value})
+
+    return property(get, put, doc=f"``labels[{name!r}]`` as a bool array (undefined read as False), or None.")
+
+
+# After the dataclass is made: its __init__ keeps the keywords (InitVar), the attributes read `labels`.
+Protein.binding_site = _legacy_label("binding_site")  # type: ignore[assignment,method-assign]
+Protein.ptm = _legacy_label("ptm")  # type: ignore[assignment,method-assign]
