@@ -382,7 +382,7 @@ def test_a_member_claiming_a_huge_shape_is_refused_before_allocating(tmp_path):
     "edit, pattern",
     [
         (lambda h: h["records"][0].update(sequence=list("ACDEFG")), r"record 0: sequence is a list"),
-        (lambda h: h["records"][0].update(binding_site="yes"), r"record 0: binding_site is a str"),
+        (lambda h: h["records"][0].update(labels="yes"), r"record 0: labels is a str"),
         (lambda h: h["records"][0].update(dssp="HH"), r"record 0: 2 DSSP states for 6 residues"),
         (lambda h: h["records"][0].update(sequence="ACDEFB"), r"record 0: sequence is not one of the 20"),
         (lambda h: h["records"][1]["skipped"].update(reason=5), r"record 1: reason is a int"),
@@ -434,7 +434,7 @@ def test_protein_set_source_checks_the_file(tmp_path):
 def test_no_pickle_in_any_member(tmp_path):
     path = _set(tmp_path)
     members = _members(path)
-    members["ptm"] = np.array([object()] * len(members["ptm"]), dtype=object)
+    members["label.ptm.values"] = np.array([object()] * len(members["label.ptm.values"]), dtype=object)
     buffer = io.BytesIO()
     np.savez(buffer, **members)  # allow_pickle is on when writing
     path.write_bytes(buffer.getvalue())

@@ -52,6 +52,11 @@ Options (those that do not apply to a kind are rejected, so typos do not pass si
                    antibody benchmark, from the sequence elsewhere (`antibody_chain_type`), e.g.
                    ``antibodies::variable_domain,chain_type=heavy``, ``promod3::antibody,chain_type=light``
 ``limit=N``        any: stop after N proteins
+``OPTION=VALUE``   any: the option of a registered annotator (`plmlens.proteins.labels`) runs it on the
+                   records finally yielded (after ``variable_domain``, ``chain_type`` and ``limit``), in
+                   batches, to add its per-residue labels; a value outside its choices is an error. A
+                   protein it cannot label is kept, without the labels, with the reason in
+                   ``meta["unlabelled"]``. ``plmlens proteins sources`` lists the annotators.
 =================  ================================================================================
 
 Examples::
@@ -83,6 +88,7 @@ from plmlens.proteins.annotations import (
 )
 from plmlens.proteins.datasets import read_dataset, read_fasta
 from plmlens.proteins.ids import unique_ids
+from plmlens.proteins.labels import annotate, annotator_options, check_annotator_options
 from plmlens.proteins.promod3 import DEFAULT_PATH as PROMOD3_PATH
 from plmlens.proteins.promod3 import StructureDB, is_structure_db
 from plmlens.proteins.record import Protein, ProteinError
@@ -383,7 +389,7 @@ def iter_records(source: str | Source) -> Iterator[Protein | Skipped]:
     elif not glob.glob(source.location, recursive=True):
         raise SourceError(f"{source.location}: no such file, directory or glob match")
     kind = detect_kind(path)
-    allowed = _KIND_OPTIONS[kind] | {"limit", "variable_domain", "antibody", "chain_type"}
+    allowed = _KIND_OPTIONS[kind] | {"limit", "variable_domain", "antibody", "chain_type"} | set(annotator_options())
     unknown = sorted(set(source.options) - allowed)
     if unknown:
         raise SourceError(
@@ -396,8 +402,12 @@ def iter_records(source: str | Source) -> Iterator[Protein | Skipped]:
     chain_type = source.options.get("chain_type")
     if chain_type is not None and chain_type not in CHAIN_TYPES:
         raise SourceError(f"{source.text}: chain_type must be one of {', '.join(CHAIN_TYPES)}, not {chain_type!r}")
+    try:
+        check_annotator_options(source.options, source.text)
+    except ValueError as error:
+        raise SourceError(str(error)) from None
     records = _limited(_READERS[kind](source, path), limit, fv, antibody, chain_type)  # type: ignore[arg-type]
-    return unique_ids(records, source.text)
+    return annotate(unique_ids(records, source.text), source.options)
 
 
 def _limited(
