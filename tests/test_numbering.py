@@ -9,7 +9,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from plmlens.proteins import Protein, load_proteins
+from plmlens.proteins import Protein, load_proteins, read_protein_set, save_protein_set
 from plmlens.proteins.labels import ANNOTATORS, LABELS
 from plmlens.proteins.numbering import (
     CDRS,
@@ -31,8 +31,7 @@ TRASTUZUMAB_VH = (
     "WGGDGFYAMDYWGQGTLVTVSS"
 )
 TRASTUZUMAB_VL = (
-    "DIQMTQSPSSLSASVGDRVTITCRASQDVNTAVAWYQQKPGKAPKLLIYSASFLYSGVPSRFSGSRSGTDFTLTISSLQPEDFATYYCQQHYTTPPTFGQ"
-    "GTKVEIK"
+    "DIQMTQSPSSLSASVGDRVTITCRASQDVNTAVAWYQQKPGKAPKLLIYSASFLYSGVPSRFSGSRSGTDFTLTISSLQPEDFATYYCQQHYTTPPTFGQGTKVEIK"
 )
 # Hen egg-white lysozyme (UniProt P00698, mature chain): not an antibody.
 LYSOZYME = (
@@ -41,8 +40,7 @@ LYSOZYME = (
 )
 # A human T-cell receptor alpha variable domain: an immunoglobulin domain, but no antibody.
 TCR_ALPHA = (
-    "KEVEQNSGPLSVPEGAIASLNCTYSDRGSQSFFWYRQYSGKSPELIMSIYSNGDKEDGRFTAQLNKASQYVSLLIRDSQPSDSATYLCAVTTDSWGKLQF"
-    "GAGTQVVVTP"
+    "KEVEQNSGPLSVPEGAIASLNCTYSDRGSQSFFWYRQYSGKSPELIMSIYSNGDKEDGRFTAQLNKASQYVSLLIRDSQPSDSATYLCAVTTDSWGKLQFGAGTQVVVTP"
 )
 # Germline human IGHV3-23*01 (through the second Cys and A105 K106), a 10-residue D part, and IGHJ4*01:
 # an unmutated heavy chain whose CDR3 has 15 residues, so IMGT numbers two of them 111A and 112A.
@@ -217,7 +215,8 @@ def test_a_chain_anarci_chokes_on_fails_alone(monkeypatch):
     monkeypatch.setattr(module, "number_sequences_from_alignment", choke)
     vh, vl = number_sequences([("vh", TRASTUZUMAB_VH), ("vl", TRASTUZUMAB_VL)])
     assert isinstance(vh, ChainNumbering)
-    assert vl == NumberingFailure("ANARCI could not number it: Numbering was found to decrease along the sequence", "vl")
+    reason = "ANARCI could not number it: Numbering was found to decrease along the sequence"
+    assert vl == NumberingFailure(reason, "vl")
 
 
 def test_labels_are_registered_with_their_properties():
@@ -300,3 +299,16 @@ def test_antibody_benchmark_is_numbered_and_agrees_with_the_manifest(shared_data
     manifest = summary["vs_manifest"]
     assert manifest["compared"] >= 0.95 * len(proteins)
     assert manifest["agree"] >= 0.99 * manifest["compared"], manifest["disagree"]
+
+
+def test_numbering_labels_survive_a_protein_set(tmp_path):
+    proteins = [Protein(id="vh", sequence=GERMLINE_VH), Protein(id="lys", sequence=LYSOZYME)]
+    label_numbering(proteins, "north")
+    path = save_protein_set(proteins, tmp_path / "chains.proteins.npz")
+    vh, lys = read_protein_set(path)
+    assert vh.label("imgt_position").tolist() == proteins[0].label("imgt_position").tolist()
+    assert "111A" in vh.label("imgt_position").tolist() and "112A" in vh.label("imgt_position").tolist()
+    assert vh.label("region").tolist() == proteins[0].label("region").tolist()
+    assert vh.meta["numbering"]["v_gene"] == "IGHV3-23*01" and vh.meta["numbering"]["scheme"] == "north"
+    assert lys.label("somatic_mutation").mask.all()
+    assert lys.meta["unlabelled"]["numbering"] == "not an antibody variable domain"
