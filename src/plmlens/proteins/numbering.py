@@ -330,12 +330,14 @@ def _chain(
     failure = _failure(name, sequence, imgt)
     if failure is not None:
         return failure
+    if scheme != "imgt" and scheme_domain is None:
+        return NumberingFailure(f"ANARCI gave no {scheme} numbering (only IMGT)", name)
     chain_type = _ANTIBODY_TYPES[locus]
     n = len(sequence)
     imgt_keys = np.full(n, "", dtype="<U5")
     for index, number, insertion in imgt:
         imgt_keys[index] = _key(number, insertion)
-    placed = imgt if scheme == "imgt" else _placed(scheme_domain, sequence) if scheme_domain else []
+    placed = imgt if scheme == "imgt" else _placed(scheme_domain, sequence)
     keys = np.full(n, "", dtype="<U5")
     regions = np.full(n, "", dtype="<U6")
     spans, letter = CDR_SPANS[scheme][chain_type], chain_type[0]
