@@ -29,6 +29,7 @@ from plmlens.proteins.labels import (
     register_annotator,
     register_label,
 )
+from plmlens.proteins.numbering import number_sequences, numbering_summary  # registers numbering= too
 from plmlens.proteins.promod3 import StructureDB
 from plmlens.proteins.record import SS_CLASSES, STANDARD_AMINO_ACIDS, Protein, ProteinError
 from plmlens.proteins.skips import Skipped
@@ -61,6 +62,8 @@ __all__ = [
     "iter_records",
     "label_spec",
     "load_proteins",
+    "number_sequences",
+    "numbering_summary",
     "read_dataset",
     "read_fasta",
     "read_protein_set",
