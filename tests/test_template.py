@@ -41,7 +41,7 @@ def test_the_synthetic_chains_have_the_contacts_they_were_built_with():
 
 def test_template_scores_are_the_contact_rates_of_key_pairs():
     template = PositionalTemplate().fit(training_set())
-    assert template.n_proteins_ == 3
+    assert template.n_proteins_ == 3 and template.aligned_by_ == "residue index"
     assert list(template.keys_) == sorted(f"#{k}" for k in range(1, 9))
     scores = template.predict(chain(9, {7: 0}))
     # (#1, #7): contact in B and C, not in A -> 2/3; (#1, #8): A only, of A and B -> 1/2; (#2, #8): 0 of 2.
@@ -72,7 +72,9 @@ def test_template_aligns_numbered_chains_by_imgt_position_and_others_by_index():
     train = [chain(8, {7: 0}, imgt=[str(k) for k in range(1, 9)]) for _ in range(2)]
     imgt = ["1", "1A", *[str(k) for k in range(2, 9)], None]
     test = chain(10, {8: 0}, imgt=imgt)
-    numbered = PositionalTemplate().fit(train).predict(test)
+    template = PositionalTemplate().fit(train)
+    assert template.aligned_by_ == "imgt"
+    numbered = template.predict(test)
     assert numbered[0, 8] == 1.0 and numbered[0, 7] == 0.0
     assert (numbered[1] == UNSEEN).all()  # 1A never seen
     assert (numbered[9] == UNSEEN).all()  # no position

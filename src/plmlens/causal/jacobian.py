@@ -395,7 +395,7 @@ class ContactBaselines:
             "top_heads": {"k": top.k_, "heads": [f"{layer + 1}-{head + 1}" for layer, head in top.heads_],
                           "train_long_p_at_L5": {str(k): v for k, v in top.k_precision_.items()}},
             "template": {"n_train_proteins": self.template.n_proteins_, "n_keys": len(self.template.keys_),
-                         "numbered": self.template.numbered},
+                         "aligned_by": self.template.aligned_by_},
         }  # fmt: skip
 
 

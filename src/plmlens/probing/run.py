@@ -261,7 +261,7 @@ def _floor_info(top_heads: Any, models: Mapping[int, Any]) -> dict[str, Any]:
     template = models.get(ContactRegressionTask.TEMPLATE_LAYER)
     if template is not None:
         info["template"] = {"n_train_proteins": template.n_proteins_, "n_keys": len(template.keys_),
-                            "numbered": template.numbered}  # fmt: skip
+                            "aligned_by": template.aligned_by_}  # fmt: skip
     return info
 
 

@@ -56,6 +56,8 @@ class PositionalTemplate(BaseEstimator):
         ``hits_ / counts_``: the template's score of each pair.
     n_proteins_ : int
         Training proteins with at least one defined contact label (the others add nothing).
+    aligned_by_ : str
+        What the keys seen are: ``"imgt"``, ``"residue index"`` or ``"imgt and residue index"``.
 
     Examples
     --------
@@ -99,6 +101,9 @@ class PositionalTemplate(BaseEstimator):
         self.hits_ = np.bincount(inverse, weights=all_labels, minlength=len(self.pairs_)).round().astype(np.int64)
         self.contact_rate_ = self.hits_ / self.counts_
         self.n_proteins_ = len(found)
+        by_index = np.char.startswith(self.keys_.astype(str), "#")
+        kinds = (("imgt", not by_index.all()), ("residue index", by_index.any()))
+        self.aligned_by_ = " and ".join(name for name, present in kinds if present)
         return self
 
     def predict(self, protein: Protein) -> np.ndarray:
