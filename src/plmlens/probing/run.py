@@ -207,8 +207,9 @@ def probe(
     examples = _collect_examples(stream, _shard(train, group), task_list, sampler)
     fitted, n_train, n_proteins = _fit_on_main(examples, task_list, group, seed)
     models = _broadcast_models(fitted, task_list, group)
-    residue_limit = min(max_length, adapter.max_length) - adapter.tokenizer.n_special
-    _fit_on_proteins(models, task_list, [p.first(residue_limit) for p in train])
+    # Model-free fits (the positional template) read whole training proteins: the test proteins are cut to the
+    # model's limit, and their pairs' keys are scored from the same contact maps either way.
+    _fit_on_proteins(models, task_list, train)
     tally = _score_test_proteins(stream, _shard(test, group), task_list, models, adapter.n_layers)
 
     counts = group.all_reduce(tally.counts)

@@ -187,7 +187,7 @@ class ProbeTask(ABC):
         Parameters
         ----------
         proteins : sequence of Protein
-            The training proteins, in training-list order, cut to the residues the model reads.
+            The training proteins, in training-list order (whole: a model-free fit needs no cut).
         """
         return {}
 
