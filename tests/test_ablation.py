@@ -277,12 +277,20 @@ def test_ablate_and_report_through_the_cli(tmp_path):
     # Three groups can never show a difference: the verdict says so, and why.
     assert "are not shown to differ from" in summary["answer"] and "p cannot fall below 0.5" in summary["answer"]
     assert summary["loss_contact_correlation"]["n_heads"] == 12
+    # The intact model's regression beside its floors, fitted on the same 4 training proteins.
+    floors = summary["contact_floors"]
+    baseline = float(table.loc[table["kind"] == "baseline", "contact_long_p_at_L5"].iloc[0])
+    assert floors["long_p_at_L5"]["regression"] == pytest.approx(baseline)
+    assert all(0 <= floors["long_p_at_L5"][m] <= 1 for m in ("top_heads", "template", "chance"))
+    assert floors["top_heads"]["k"] == len(floors["top_heads"]["heads"]) in (1, 2, 4, 8, 12)
+    assert floors["template"]["n_train_proteins"] == 4 and floors["template"]["aligned_by"] == "residue index"
     for figure in ("ablation.png", "ablation.svg"):  # drawn by the report into the same staged output
         assert (tmp_path / "run" / figure).stat().st_size > 0
     report = runner.invoke(app, ["report", str(tmp_path / "run")])
     assert report.exit_code == 0, report.output
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Head ablation" in html and summary["answer"][:40] in html
+    assert "beside its floors on the same proteins: regression" in html
 
     wrong = runner.invoke(app, ["ablate", "--model", str(model), "--data", data, "--out", str(tmp_path / "x"),
                                 "--mode", "noise"])  # fmt: skip

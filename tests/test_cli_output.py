@@ -211,7 +211,7 @@ def test_probe_rows_csv(capsys):
     assert rows[0]["layer"] == "1" and rows[1]["value"] == "0.5" and rows[0]["range"] == ""
     expected = {"task": "contact_regression", "representation": "attention", "layer": "", "metric": "precision",
                 "value": "0.75", "n_train": "", "n_test": "4", "chance": "0.05", "range": "long",
-                "k": "L/5"}  # fmt: skip
+                "k": "L/5", "method": "regression"}  # fmt: skip
     assert rows[2] == expected
 
 

@@ -396,3 +396,20 @@ window.addEventListener("load", () => setTimeout(() => {{
     assert int(attributes["selected"]) == len(
         structural_properties([load_run(r) for r in pd.read_csv(out / "models.csv")["run_dir"]])
     )
+
+
+def test_contact_prediction_table_shows_every_method_and_reads_older_runs():
+    from types import SimpleNamespace
+
+    from plmlens.report.compare import _regression_html
+
+    columns = ["range", "k", "precision", "chance", "n_test"]
+    new = pd.DataFrame([("long", "L/5", 0.2, 0.03, 6, "regression"), ("long", "L/5", 0.9, 0.03, 6, "template"),
+                        ("long", "L", 0.1, 0.03, 6, "template")], columns=[*columns, "method"])  # fmt: skip
+    old = pd.DataFrame([("long", "L/5", 0.25, 0.04, 5)], columns=columns)
+    table = _regression_html([SimpleNamespace(name="new", contact_regression=new),
+                              SimpleNamespace(name="old", contact_regression=old)])  # fmt: skip
+    assert table.columns == ["model", "method", "long range"]
+    assert table.rows == [["new", "contact regression", "0.2 (chance 0.03)"],
+                          ["new", "positional template", "0.9 (chance 0.03)"],
+                          ["old", "contact regression", "0.25 (chance 0.04)"]]  # fmt: skip

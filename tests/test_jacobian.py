@@ -145,6 +145,11 @@ def test_jacobian_run_scores_every_method_and_writes_its_files(tmp_path, mlm):
     assert set(result.table["range"]) == {"short", "medium", "long", "all"}
     assert result.table["protein"].nunique() == 3 and len(result.maps) == 3
     assert result.info["best_head"]["layer"] in (1, 2, 3)
+    # The top heads start with the best head; the template is fitted on the 3 training proteins.
+    best = result.info["best_head"]
+    assert result.info["top_heads"]["heads"][0] == f"{best['layer']}-{best['head']}"
+    assert result.info["top_heads"]["k"] in (1, 2, 4, 8, 12) and result.info["template"]["n_train_proteins"] == 3
+    assert {f"{m}_p_at_{k}" for m in ("top_heads", "template") for k in ("L", "L2", "L5")} <= set(result.table.columns)
     precision = result.table[[c for c in result.table.columns if "_p_at_" in c]].to_numpy(dtype=float)
     assert np.nanmin(precision) >= 0 and np.nanmax(precision) <= 1
     result.save(tmp_path / "out")
@@ -153,7 +158,14 @@ def test_jacobian_run_scores_every_method_and_writes_its_files(tmp_path, mlm):
     for key, value in maps.items():
         np.testing.assert_allclose(value, result.maps[key], rtol=1e-3, atol=1e-3)  # stored as float16
     summary = pd.read_csv(tmp_path / "out" / "jacobian_summary.csv")
-    assert len(summary) == 4 * 3 and set(summary.columns) >= {"jacobian", "regression", "best_head", "chance"}
+    assert len(summary) == 4 * 3 and set(summary.columns) >= {
+        "jacobian",
+        "regression",
+        "best_head",
+        "top_heads",
+        "template",
+        "chance",
+    }
     assert not list((tmp_path / "out").glob("jacobian.*g"))  # data only: the report draws the figure
 
     limited = jacobian(mlm, records, regression_proteins=3, max_length=35, batch_size=100)

@@ -13,6 +13,7 @@ from sklearn.utils import estimator_checks
 
 from plmlens.probing import ContactRegression
 from plmlens.probing.metrics import contact_candidates
+from plmlens.probing.readout import TopHeadsReadout
 from plmlens.probing.regression import REGRESSION_C, REGRESSION_MAX_PAIRS, contact_pair_examples
 from plmlens.probing.tasks import (
     TASKS,
@@ -28,6 +29,7 @@ from plmlens.probing.tasks import (
     Tally,
     make_tasks,
 )
+from plmlens.probing.template import PositionalTemplate
 from plmlens.proteins import Protein, contact_map
 
 LENGTH, N_LAYERS = 40, 2
@@ -74,7 +76,7 @@ def fit_and_score(task: ProbeTask, n_train: int = 4, n_test: int = 3) -> Outcome
     fitted, counts = {}, {}
     for layer, chunks in examples.items():
         features, labels = np.concatenate([x for x, _ in chunks]), np.concatenate([y for _, y in chunks])
-        fitted[layer], counts[task.key(layer)] = task.fit(features, labels, seed=0), len(labels)
+        fitted[layer], counts[task.key(layer)] = task.fit_layer(layer, features, labels, seed=0), len(labels)
     tally = Tally(counts=task.initial_counts(N_LAYERS))
     for position in range(n_test):
         protein, layers = inputs_of(clustered(50 + position), position)
@@ -120,14 +122,37 @@ def test_contact_regression_task_planted_attention_gives_precision_one():
     task = ContactRegressionTask(max_proteins=3)
     outcome = fit_and_score(task)
     assert task.rows(1, outcome) == []
-    (key,) = outcome.fitted
-    assert key == ("contact_regression", "attention", -1) and outcome.n_train[key] == 3 * len(
-        contact_candidates(LENGTH, np.ones((LENGTH, LENGTH), bool))[0]
-    )
+    key, top_key = ("contact_regression", "attention", -1), ("contact_regression", "attention", -2)
+    assert set(outcome.fitted) == {key, top_key}
+    assert outcome.n_train[key] == 3 * len(contact_candidates(LENGTH, np.ones((LENGTH, LENGTH), bool))[0])
     assert isinstance(outcome.fitted[key], ContactRegression)
-    rows = {(r[0], r[1]): r for r in task.regression_rows(outcome)}
-    assert {name for name, _ in rows} == {"short", "medium", "long", "all"}
-    assert rows[("all", "L/5")][2] == 1.0 and rows[("all", "L/5")][4] == 3
+    # Head 0 of each layer attends along the contacts: one of them alone is as good as any mean (k = 1).
+    top = outcome.fitted[top_key]
+    assert isinstance(top, TopHeadsReadout) and top.k_ == 1 and top.heads_[0, 1] == 0
+    assert outcome.n_train[top_key] == 3 * len(contact_candidates(LENGTH, np.ones((LENGTH, LENGTH), bool), 24)[0])
+    rows = {(r[5], r[0], r[1]): r for r in task.regression_rows(outcome)}
+    assert [r[5] for r in task.regression_rows(outcome)][:12] == ["regression"] * 12
+    assert {(method, name) for method, name, _ in rows} == {
+        (method, name) for method in ("regression", "top_heads") for name in ("short", "medium", "long", "all")
+    }
+    for method in ("regression", "top_heads"):
+        assert rows[(method, "all", "L/5")][2] == 1.0 and rows[(method, "all", "L/5")][4] == 3
+
+
+def test_contact_regression_task_fits_the_template_on_its_training_proteins_and_scores_it():
+    task = ContactRegressionTask(max_proteins=3)
+    models = task.fit_proteins([clustered(k) for k in range(5)])
+    (template,) = models.values()
+    assert isinstance(template, PositionalTemplate) and template.n_proteins_ == 3
+    # The clusters sit at the same residues in every protein: the template knows every contact.
+    tally = Tally()
+    protein, _ = inputs_of(clustered(50), 0)
+    task.finish_test({ContactRegressionTask.TEMPLATE_LAYER: template}, protein, tally)
+    scores = {name: np.array(rows)[:, 1:] for name, rows in tally.rows.items()}
+    rows = {(r[0], r[1]): r for r in task.regression_rows(Outcome({}, {}, scores, {}))}
+    assert rows[("all", "L/5")][2:] == (1.0, float(protein.contacts.filled(False)[np.triu_indices(LENGTH, 6)].mean()),
+                                        1, "template")  # fmt: skip
+    assert task.fit_proteins([Protein(id="x", sequence="A" * 10)]) == {}  # no coordinates, no template
 
 
 def test_tasks_refuse_single_class_labels():
@@ -140,6 +165,8 @@ def test_tasks_refuse_single_class_labels():
 def _coefficients(model) -> tuple[np.ndarray, float]:
     if isinstance(model, ContactRegression):
         return model.coef_, model.intercept_
+    if isinstance(model, TopHeadsReadout):
+        return model.heads_, model.k_
     return model.weights, model.bias
 
 

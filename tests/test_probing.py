@@ -115,9 +115,15 @@ def test_planted_signals_and_chance_levels():
         assert abs(value[key] - frame["chance"][key]) < 0.08, key
     assert abs(value[("secondary_structure", "embedding", 1, "f1_strand")] - frame["chance"][
         ("secondary_structure", "embedding", 1, "f1_strand")]) < 0.15  # fmt: skip
-    regression = result.contact_regression.set_index(["range", "k"])
+    regression = result.contact_regression.set_index(["method", "range", "k"]).loc["regression"]
     assert regression.loc[("all", "L/5"), "precision"] > 0.95
     assert set(regression.index.get_level_values(0)) == {"short", "medium", "long", "all"}
+    # The floors beside it, on the same test proteins (the same chance levels).
+    by_method = result.contact_regression.set_index(["method", "range", "k"]).sort_index()
+    assert set(by_method.index.get_level_values(0)) == {"regression", "top_heads", "template"}
+    assert (by_method.loc["template", "chance"] == by_method.loc["regression", "chance"]).all()
+    assert by_method.loc[("top_heads", "all", "L/5"), "precision"] > 0.95  # head 1 of layer 2 is on the contacts
+    assert result.info["top_heads"]["heads"][0] == "2-1" and result.info["template"]["n_train_proteins"] == 10
     assert result.info["n_train_proteins"] == 30 and result.info["n_test_proteins"] == 30
 
 
@@ -247,5 +253,5 @@ def test_antiberty_probes_on_antibodies(shared_data):
     assert best_ss > 0.5
     sites = frame.xs("precision_at_L/20", level="metric")
     assert (sites["value"] > 2 * sites["chance"]).any()
-    regression = result.contact_regression.set_index(["range", "k"])
+    regression = result.contact_regression.set_index(["method", "range", "k"]).loc["regression"]
     assert regression.loc[("all", "L/5"), "precision"] > 2 * regression.loc[("all", "L/5"), "chance"]

@@ -8,7 +8,9 @@ groups of the same size, the control) the evaluation proteins go through the abl
   all masked residues and for masked binding-site (paratope) residues; a causal model predicts every residue
   from the ones before it instead;
 * contacts: the contact regression, fitted once on the intact model's attention of separate training
-  proteins, scores the ablated model's attention; long-range precision@L/5.
+  proteins, scores the ablated model's attention; long-range precision@L/5. Beside the intact model's, the
+  run records the floors it is judged against on the same proteins (``info["contact_floors"]``): the mean of
+  the top-k heads and the positional template, fitted on the same training proteins.
 
 The regression reads attention maps, and an ablated head's own map is unchanged (only what the head writes is
 removed), so the contact change measures what the later layers lose. Changes are against the intact model
@@ -30,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from plmlens.causal.heads import GroupAblation, HeadAblation, head_projections, mean_head_outputs
-from plmlens.causal.jacobian import encodable, labelled_attention, split_for_regression
+from plmlens.causal.jacobian import ContactBaselines, encodable, fit_contact_baselines, split_for_regression
 from plmlens.causal.statistics import CONTROLS, loss_contact_correlation
 from plmlens.models import ModelAdapter
 from plmlens.models.tokenizers import STANDARD_RESIDUES
@@ -550,7 +552,8 @@ def ablate(
     if mask_draws < 1 or groups_per_pass < 1:
         raise ValueError(f"mask_draws and groups_per_pass must be at least 1, got {mask_draws}, {groups_per_pass}")
     data = _prepare(adapter, evaluation, seed, max_length, mask_draws)
-    regression = _fit_regression(adapter, train, seed, max_length)
+    baselines = _fit_baselines(adapter, train, seed, max_length)
+    regression = baselines.regression if baselines is not None else None
     if ablations is None:
         ablations = standard_ablations(adapter.n_layers, adapter.n_heads, top_heads=top_heads,
                                        random_groups=random_groups, layer_matched_groups=layer_matched_groups,
@@ -589,6 +592,7 @@ def ablate(
         "seconds_per_group": float(np.mean(seconds["group"])) if seconds["group"] else None,
         "wall_seconds": time.perf_counter() - started,
     }  # fmt: skip
+    info["contact_floors"] = _contact_floors(adapter, data, baselines, table, max_length)
     info["answer"] = answer_text(info)
     return AblationResult(table, info)
 
@@ -666,15 +670,42 @@ def _table(
     return pd.DataFrame(rows), boot_deltas
 
 
-def _fit_regression(
+def _fit_baselines(
     adapter: ModelAdapter, train: Sequence[Protein], seed: int, max_length: int
-) -> ContactRegression | None:
-    """The contact regression on the intact model's attention of the training proteins; None when they have
-    no contacts (or no non-contacts) to fit on."""
-    labelled = list(labelled_attention(adapter, train, max_length))
-    if not labelled:
-        return None
+) -> ContactBaselines | None:
+    """The contact regression (and the floors beside it) on the intact model's attention of the training
+    proteins; None when they have no contacts (or no non-contacts) to fit on."""
     try:
-        return ContactRegression(random_state=seed).fit(*zip(*labelled, strict=True))
+        return fit_contact_baselines(adapter, train, seed=seed, max_length=max_length)
     except ValueError:
         return None
+
+
+def _contact_floors(
+    adapter: ModelAdapter, data: _Evaluation, baselines: ContactBaselines | None, table: pd.DataFrame, max_length: int
+) -> dict[str, Any] | None:
+    """Long-range precision@L/5 of the intact model's contact regression (the baseline row's) beside the top-k
+    heads and the positional template on the same evaluation proteins, with the chance level
+    (``long_p_at_L5``), and which heads and template they are (`ContactBaselines.info`); None without a
+    regression. Means over the proteins with contacts, as the regression's."""
+    if baselines is None:
+        return None
+    found: dict[str, list[float]] = {"top_heads": [], "template": [], "chance": []}
+    for protein, contacts in zip(data.proteins, data.contacts, strict=True):
+        if not contacts.count():
+            continue
+        attention = adapter.attention(protein, max_length=max_length).astype(np.float64)
+        for method, scores in (("top_heads", baselines.top_heads.predict(attention)),
+                               ("template", baselines.template.predict(protein))):  # fmt: skip
+            precision, chance = contact_precisions(scores, contacts, (5,))[("long", 5)]
+            found[method].append(precision)
+        found["chance"].append(chance)
+
+    def mean(values: list[float]) -> float | None:
+        finite = [v for v in values if not np.isnan(v)]
+        return float(np.mean(finite)) if finite else None
+
+    baseline = table[table["kind"] == "baseline"]["contact_long_p_at_L5"]
+    precisions = {"regression": float(baseline.iloc[0]) if len(baseline) else None,
+                  **{method: mean(values) for method, values in found.items()}}  # fmt: skip
+    return {"long_p_at_L5": precisions, **baselines.info()}

@@ -30,14 +30,17 @@ from plmlens.ioutils import write_bytes_atomic, write_text_atomic
 from plmlens.models import ModelAdapter, SequenceError
 from plmlens.models.tokenizers import STANDARD_RESIDUES
 from plmlens.probing.metrics import apc, contact_precisions
+from plmlens.probing.readout import TopHeadsReadout
 from plmlens.probing.regression import ContactRegression, head_contact_scores
+from plmlens.probing.template import PositionalTemplate
 from plmlens.proteins import CONTACT_RANGES, Protein, contact_map
 from plmlens.proteins.ids import unique_ids
 from plmlens.proteins.skips import Skipped
 from plmlens.rundir import JACOBIAN, RunDir
 
-#: The three contact maps `jacobian` scores, in the order of its table's columns.
-METHODS = ("jacobian", "regression", "best_head")
+#: The contact maps `jacobian` scores, in the order of its table's columns: the Jacobian, the attention baselines
+#: (contact regression, best single head, mean of the top-k heads) and the positional template.
+METHODS = ("jacobian", "regression", "best_head", "top_heads", "template")
 #: Precision@L/x divisors reported.
 DIVISORS = (1, 2, 5)
 #: Ranges reported (the paper's three, and all pairs at separation ≥ 6).
@@ -355,28 +358,75 @@ def labelled_attention(
             yield attention, contact
 
 
+@dataclass
+class ContactBaselines:
+    """What contact maps from a model are judged against, fitted on the same training proteins.
+
+    Attributes
+    ----------
+    regression : ContactRegression
+        The contact regression over every head's symmetrised APC attention.
+    top_heads : TopHeadsReadout
+        The mean of the top-k heads; its best-ranked head is the best single head.
+    template : PositionalTemplate
+        The training proteins' mean contact map by position.
+    """
+
+    regression: ContactRegression
+    top_heads: TopHeadsReadout
+    template: PositionalTemplate
+
+    @property
+    def best_head(self) -> tuple[int, int]:
+        """The single head with the best mean long-range precision@L/5 (0-based layer, head)."""
+        layer, head = self.top_heads.heads_[0]
+        return int(layer), int(head)
+
+    @property
+    def best_head_precision(self) -> float:
+        """That head's mean training precision."""
+        return float(self.top_heads.head_precision_[self.best_head])
+
+    def info(self) -> dict[str, Any]:
+        """The top heads (1-based ``layer-head``, best first), k and its training precision, and the template's
+        training proteins and keys, for a run's JSON."""
+        top = self.top_heads
+        return {
+            "top_heads": {"k": top.k_, "heads": [f"{layer + 1}-{head + 1}" for layer, head in top.heads_],
+                          "train_long_p_at_L5": {str(k): v for k, v in top.k_precision_.items()}},
+            "template": {"n_train_proteins": self.template.n_proteins_, "n_keys": len(self.template.keys_),
+                         "aligned_by": self.template.aligned_by_},
+        }  # fmt: skip
+
+
+def fit_contact_baselines(
+    adapter: ModelAdapter, proteins: Sequence[Protein], *, seed: int = 0, max_length: int = 512
+) -> ContactBaselines:
+    """The contact regression, the top-k heads and the positional template, fitted on the training proteins that
+    have contacts (the template on them cut as the model reads them), from one forward pass each."""
+    attentions, contacts, cut = [], [], []
+    for protein in proteins:
+        attention = adapter.attention(protein, max_length=max_length).astype(np.float64)
+        contact = contact_map(protein.first(attention.shape[-1]))
+        if contact.count():
+            attentions.append(attention)
+            contacts.append(contact)
+            cut.append(protein.first(attention.shape[-1]))
+    if not attentions:
+        raise ValueError("no training protein has contacts (coordinates) to fit the attention baselines on")
+    regression = ContactRegression(random_state=seed).fit(attentions, contacts)
+    top_heads = TopHeadsReadout().fit(attentions, contacts)
+    return ContactBaselines(regression, top_heads, PositionalTemplate().fit(cut))
+
+
 def fit_attention_baselines(
     adapter: ModelAdapter, proteins: Sequence[Protein], *, seed: int = 0, max_length: int = 512
 ) -> tuple[ContactRegression, tuple[int, int], float]:
     """The two attention baselines, fitted on training proteins: the contact regression, and the single head
     whose symmetrised APC attention has the best mean long-range precision@L/5 (0-based layer, head; and that
-    precision)."""
-    attentions, contacts = [], []
-    scores = np.zeros((adapter.n_layers, adapter.n_heads))
-    for attention, contact in labelled_attention(adapter, proteins, max_length):
-        attentions.append(attention)
-        contacts.append(contact)
-        for layer in range(adapter.n_layers):
-            for head in range(adapter.n_heads):
-                precision, _ = contact_precisions(head_contact_scores(attention[layer, head]), contact, (5,))[
-                    ("long", 5)
-                ]
-                scores[layer, head] += 0.0 if np.isnan(precision) else precision
-    if not attentions:
-        raise ValueError("no training protein has contacts (coordinates) to fit the attention baselines on")
-    regression = ContactRegression(random_state=seed).fit(attentions, contacts)
-    best = np.unravel_index(int(np.argmax(scores)), scores.shape)
-    return regression, (int(best[0]), int(best[1])), float(scores[best] / len(attentions))
+    precision). `fit_contact_baselines` gives these and the others."""
+    baselines = fit_contact_baselines(adapter, proteins, seed=seed, max_length=max_length)
+    return baselines.regression, baselines.best_head, baselines.best_head_precision
 
 
 def jacobian(
@@ -392,7 +442,7 @@ def jacobian(
     cache: str | Path | None = None,
 ) -> JacobianResult:
     """Categorical-Jacobian contacts of each evaluation protein, scored against its structure beside the
-    contact regression and the best single head.
+    contact regression, the best single head, the mean of the top-k heads and the positional template.
 
     Parameters
     ----------
@@ -420,7 +470,8 @@ def jacobian(
     JacobianResult
         ``table``: one row per evaluation protein and range (``short``, ``medium``, ``long``, ``all``) with
         ``chance`` (the share of contacts among the ranked pairs) and ``<method>_p_at_L``, ``_L2``, ``_L5``
-        for the Jacobian, the contact regression and the best head.
+        for each of `METHODS`: the Jacobian, the contact regression, the best head, the top-k heads and the
+        positional template.
 
     Raises
     ------
@@ -437,7 +488,8 @@ def jacobian(
     too_long = [p.id for p in records if len(p) > max_length]
     fitting, skipped = encodable(adapter, fitting, token_limit)
     train, evaluation = split_for_regression(fitting, regression_proteins, seed, limit)
-    regression, best, best_train = fit_attention_baselines(adapter, train, seed=seed, max_length=token_limit)
+    baselines = fit_contact_baselines(adapter, train, seed=seed, max_length=token_limit)
+    regression, best = baselines.regression, baselines.best_head
     finished = None
     if cache is not None:
         finished = _MapCache(cache, {"model": adapter.name, "random_init": adapter.random_init,
@@ -469,6 +521,8 @@ def jacobian(
                 "jacobian": coupling,
                 "regression": regression.predict(attention),
                 "best_head": head_contact_scores(attention[best]),
+                "top_heads": baselines.top_heads.predict(attention),
+                "template": baselines.template.predict(cut),
             }
             precisions = {
                 method: contact_precisions(scores, contacts, DIVISORS) for method, scores in score_maps.items()
@@ -495,7 +549,8 @@ def jacobian(
         "n_skipped": len(skipped), "skipped": skipped[:50], "n_resumed": resumed,
         "n_regression_proteins": len(train), "n_evaluation_proteins": len(evaluation),
         "regression_nonzero_features": int((regression.coef_ != 0).sum()),
-        "best_head": {"layer": best[0] + 1, "head": best[1] + 1, "train_long_p_at_L5": best_train},
+        "best_head": {"layer": best[0] + 1, "head": best[1] + 1, "train_long_p_at_L5": baselines.best_head_precision},
+        **baselines.info(),
         "seconds_per_protein": float(np.mean(seconds)) if seconds else None,
         "residues_per_second": float(computed_residues / sum(seconds)) if seconds else None,
         "wall_seconds": time.perf_counter() - started,

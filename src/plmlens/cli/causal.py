@@ -195,6 +195,12 @@ def _print_ablation(result, model_name: str, mode: str, out_dir: Path, fmt: Outp
         title=f"{model_name}: ablations ({mode}); single heads and control groups are in ablation.csv and the figure",
         caption=result.info["answer"],
     )  # fmt: skip
+    floors = result.info.get("contact_floors")
+    if floors:
+        p = floors["long_p_at_L5"]
+        print_note(f"intact model, contact P@L/5 long: regression {_number(p['regression'])}, top "
+                   f"{floors['top_heads']['k']} heads {_number(p['top_heads'])}, positional template "
+                   f"{_number(p['template'])} (chance {_number(p['chance'])})", fmt)  # fmt: skip
     print_note(f"wrote {escape_text(str(out_dir))}/ablation.csv, ablation.json, ablation.png", fmt)
 
 
@@ -222,7 +228,9 @@ def jacobian(
     fmt: FormatOption = OutputFormat.auto,
 ) -> None:
     """Contacts from a masked language model's output (the categorical Jacobian of Zhang et al. 2024), scored
-    against the structures beside the attention contact regression and the best single head.
+    against the structures beside the attention contact regression, the best single head, the mean of the top-k
+    heads (k and heads chosen on the training proteins) and the positional template (the training proteins' mean
+    contact map by IMGT position, or residue index where unnumbered).
 
     Finished maps are kept in OUT/.jacobian_cache until the run is written: run the same command again after an
     interruption and it resumes.
@@ -279,6 +287,8 @@ def _print_jacobian(result, adapter, out_dir: Path, fmt: OutputFormat) -> None:
          Column("Jacobian", lambda r: _number(r["jacobian"]), "right"),
          Column("regression", lambda r: _number(r["regression"]), "right"),
          Column(f"head {best['layer']}-{best['head']}", lambda r: _number(r["best_head"]), "right"),
+         Column(f"top {result.info['top_heads']['k']} heads", lambda r: _number(r["top_heads"]), "right"),
+         Column("template", lambda r: _number(r["template"]), "right"),
          Column("chance", lambda r: _number(r["chance"]), "right"),
          Column("proteins", lambda r: str(r["n_proteins"]), "right")],
         fmt,

@@ -128,12 +128,14 @@ def _compute(adapter, records, tasks: list[str], group, data: str, **settings):
 def probe_rows(result) -> list[dict]:
     """A `ProbeResult` as one table: the rows of probes.csv (``task``, ``representation``, ``layer``, ``metric``,
     ``value``, ``n_train``, ``n_test``, ``chance``), then one row per contact-regression score with task
-    ``contact_regression``, representation ``attention``, metric ``precision`` and its ``range`` and ``k``."""
+    ``contact_regression``, representation ``attention``, metric ``precision`` and its ``range``, ``k`` and
+    ``method`` (``regression``, and the floors beside it: ``top_heads``, ``template``)."""
     rows = result.probes.to_dict("records")
     for row in result.contact_regression.to_dict("records"):
         rows.append({"task": "contact_regression", "representation": "attention", "layer": None,
                      "metric": "precision", "value": row["precision"], "n_train": None, "n_test": row["n_test"],
-                     "chance": row["chance"], "range": row["range"], "k": row["k"]})  # fmt: skip
+                     "chance": row["chance"], "range": row["range"], "k": row["k"],
+                     "method": row.get("method", "regression")})  # fmt: skip
     return rows
 
 
@@ -161,6 +163,10 @@ def print_probe_results(result, fmt: OutputFormat | str = OutputFormat.auto) -> 
         chance = rows.chance.iloc[0]
         out.print(f"{task_name:<20} {representation:<10} {metric:<18} layers {span}: {values}  (chance {chance:.2f})",
                   highlight=False, markup=False, soft_wrap=True)  # fmt: skip
+    top = result.info.get("top_heads", {})
+    names = {"regression": "contact regression", "top_heads": f"top {top.get('k', '?')} heads mean",
+             "template": "positional template"}  # fmt: skip
     for _, row in result.contact_regression.iterrows():
-        line = f"contact regression {row['range']:<7} P@{row['k']:<4} {row.precision:.3f}  (chance {row.chance:.3f})"
+        name = names.get(row.get("method", "regression"), str(row.get("method")))
+        line = f"{name:<20} {row['range']:<7} P@{row['k']:<4} {row.precision:.3f}  (chance {row.chance:.3f})"
         out.print(line, highlight=False, markup=False, soft_wrap=True)

@@ -43,6 +43,7 @@ from plmlens.probing.metrics import contact_candidates
 from plmlens.probing.tasks import (
     CONTACT_REGRESSION_KEY,
     TASKS,
+    TOP_HEADS_KEY,
     ContactRegressionTask,
     Key,
     LayerInputs,
@@ -206,6 +207,9 @@ def probe(
     examples = _collect_examples(stream, _shard(train, group), task_list, sampler)
     fitted, n_train, n_proteins = _fit_on_main(examples, task_list, group, seed)
     models = _broadcast_models(fitted, task_list, group)
+    # Model-free fits (the positional template) read whole training proteins: the test proteins are cut to the
+    # model's limit, and their pairs' keys are scored from the same contact maps either way.
+    _fit_on_proteins(models, task_list, train)
     tally = _score_test_proteins(stream, _shard(test, group), task_list, models, adapter.n_layers)
 
     counts = group.all_reduce(tally.counts)
@@ -223,6 +227,7 @@ def probe(
             "n_train_proteins": len(train), "n_test_proteins": len(test),
             "regression_train_proteins": n_proteins.get(CONTACT_REGRESSION_KEY, 0),
             "regression_nonzero_features": int((regression.coef_ != 0).sum()) if regression is not None else 0,
+            **_floor_info(fitted.get(TOP_HEADS_KEY), models.get(CONTACT_REGRESSION_KEY[:2], {})),
             "world_size": group.world_size,
             "wall_seconds": time.perf_counter() - started,
         }  # fmt: skip
@@ -231,8 +236,34 @@ def probe(
     probes_frame = pd.DataFrame(
         table["probes"], columns=["task", "representation", "layer", "metric", "value", "n_train", "n_test", "chance"]
     )
-    regression_frame = pd.DataFrame(table["regression"], columns=["range", "k", "precision", "chance", "n_test"])
+    regression_frame = pd.DataFrame(
+        table["regression"], columns=["range", "k", "precision", "chance", "n_test", "method"]
+    )
     return ProbeResult(probes_frame, regression_frame, table["info"])
+
+
+def _fit_on_proteins(models: _Models, tasks: Sequence[ProbeTask], train: Sequence[Protein]) -> None:
+    """Add every task's models fitted on the training proteins alone (`ProbeTask.fit_proteins`), on this rank."""
+    for task in tasks:
+        found = task.fit_proteins(train)
+        if found:
+            models.setdefault((task.task, task.representation), {}).update(found)
+
+
+def _floor_info(top_heads: Any, models: Mapping[int, Any]) -> dict[str, Any]:
+    """What summary.json records of the contact regression's floors: the top heads chosen (1-based
+    ``layer-head``, best first) and the training precision of each k tried, and the template's training
+    proteins and keys."""
+    info: dict[str, Any] = {}
+    if top_heads is not None:
+        heads = [f"{layer + 1}-{head + 1}" for layer, head in top_heads.heads_]
+        info["top_heads"] = {"k": top_heads.k_, "heads": heads,
+                             "train_long_p_at_L5": {str(k): v for k, v in top_heads.k_precision_.items()}}  # fmt: skip
+    template = models.get(ContactRegressionTask.TEMPLATE_LAYER)
+    if template is not None:
+        info["template"] = {"n_train_proteins": template.n_proteins_, "n_keys": len(template.keys_),
+                            "aligned_by": template.aligned_by_}  # fmt: skip
+    return info
 
 
 def _tables(tasks: Sequence[ProbeTask], outcome: Outcome, n_layers: int) -> dict[str, list[tuple]]:
@@ -364,7 +395,7 @@ def _fit_on_main(
         if merged is None:
             continue
         features, labels = merged
-        model = task_of[key[:2]].fit(features, labels, seed)
+        model = task_of[key[:2]].fit_layer(key[2], features, labels, seed)
         if model is not None:
             fitted[key] = model
         n_train[key] = len(labels)

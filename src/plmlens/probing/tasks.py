@@ -26,7 +26,9 @@ from plmlens.probing.features import (
 )
 from plmlens.probing.linear import LinearScorer
 from plmlens.probing.metrics import contact_candidates, contact_precisions, f1_counts, f1_from_counts, precision_at_k
+from plmlens.probing.readout import TopHeadsReadout, ranked_pairs
 from plmlens.probing.regression import ContactRegression
+from plmlens.probing.template import PositionalTemplate
 from plmlens.proteins import SS_CLASSES, Protein
 
 #: The paper's tasks. Every property that comes from a per-residue label (``ptm``, ``helix``, ``aa_C``, a
@@ -203,6 +205,22 @@ class ProbeTask(ABC):
     def finish_train(self, protein: ProteinInputs) -> Iterator[Examples]:
         """Examples that need all of a training protein's layers."""
         return iter(())
+
+    def fit_proteins(self, proteins: Sequence[Protein]) -> dict[int, Any]:
+        """Models fitted on the training proteins themselves, without the model's output (by layer key).
+
+        Run on every rank with the same proteins (they are deterministic), so nothing travels between ranks.
+
+        Parameters
+        ----------
+        proteins : sequence of Protein
+            The training proteins, in training-list order (whole: a model-free fit needs no cut).
+        """
+        return {}
+
+    def fit_layer(self, layer: int, features: np.ndarray, labels: np.ndarray, seed: int) -> Any | None:
+        """`fit` of the model keyed by `layer`; tasks with models of different kinds tell them apart here."""
+        return self.fit(features, labels, seed)
 
     @abstractmethod
     def fit(self, features: np.ndarray, labels: np.ndarray, seed: int) -> Any | None:
@@ -469,11 +487,15 @@ class AttentionContactTask(_PairTask):
 
 
 class ContactRegressionTask(ProbeTask):
-    """ESM's contact regression (`ContactRegression`) over all layers' symmetrised APC attention.
+    """ESM's contact regression (`ContactRegression`) over all layers' symmetrised APC attention, and beside it
+    the two floors it is judged against: the mean of the top-k heads (`TopHeadsReadout`) and the positional
+    template (`PositionalTemplate`).
 
-    One model for the whole network, keyed by layer -1; trained on every defined pair of the first
-    `max_proteins` training proteins; scored by precision@L, L/2, L/5 per sequence-separation range, into
-    contact_regression.csv rather than probes.csv.
+    One model of each for the whole network, keyed by `LAYER`, `TOP_HEADS_LAYER` and `TEMPLATE_LAYER`; all
+    trained on the first `max_proteins` training proteins (the regression on every defined pair, the top heads
+    on the long-range ones that rank heads, the template on the proteins' contact maps); scored by precision@L,
+    L/2, L/5 per sequence-separation range, into contact_regression.csv (column ``method``) rather than
+    probes.csv.
 
     Parameters
     ----------
@@ -484,6 +506,12 @@ class ContactRegressionTask(ProbeTask):
     task, representation = "contact_regression", "attention"
     #: The layer its one model is keyed by.
     LAYER = -1
+    #: The layer the top-heads readout is keyed by.
+    TOP_HEADS_LAYER = -2
+    #: The layer the positional template is keyed by.
+    TEMPLATE_LAYER = -3
+    #: Methods of contact_regression.csv, in its order, by the layer their model is keyed by.
+    METHODS: ClassVar[dict[int, str]] = {LAYER: "regression", TOP_HEADS_LAYER: "top_heads", TEMPLATE_LAYER: "template"}
 
     def __init__(self, max_proteins: int) -> None:
         self.max_proteins = max_proteins
@@ -500,38 +528,74 @@ class ContactRegressionTask(ProbeTask):
         defined = ~np.ma.getmaskarray(protein.contacts)
         i, j = contact_candidates(len(protein.protein), defined)
         yield self.LAYER, features[:, i, j].T, protein.contacts.filled(False)[i, j]
+        # The top heads' pairs carry their protein's place, L/5 and the heads per layer in three leading
+        # columns: the fit ranks heads protein by protein, and examples travel as one array per protein.
+        scores, labels, top = ranked_pairs(features, protein.contacts)
+        head = np.array([protein.position, top, protein.attention_features[0].shape[0]], dtype=np.float64)
+        yield self.TOP_HEADS_LAYER, np.column_stack([np.tile(head, (len(labels), 1)), scores]), labels
 
     def fit(self, features: np.ndarray, labels: np.ndarray, seed: int) -> ContactRegression | None:
         return ContactRegression(random_state=seed).fit_pairs(features, labels) if _both_classes(labels) else None
 
+    def fit_layer(self, layer: int, features: np.ndarray, labels: np.ndarray, seed: int) -> Any | None:
+        if layer != self.TOP_HEADS_LAYER:
+            return self.fit(features, labels, seed)
+        positions = features[:, 0]
+        proteins = []
+        for position in np.unique(positions):  # training-list order
+            rows = positions == position
+            proteins.append((features[rows, 3:], labels[rows].astype(bool), int(features[rows][0, 1])))
+        return TopHeadsReadout().fit_pairs(proteins, int(features[0, 2]))
+
+    def fit_proteins(self, proteins: Sequence[Protein]) -> dict[int, Any]:
+        try:
+            return {self.TEMPLATE_LAYER: PositionalTemplate().fit(proteins[: self.max_proteins])}
+        except ValueError:  # no training protein with coordinates: no template, as no regression
+            return {}
+
     def evaluate(self, models: Mapping[int, Any], protein: ProteinInputs, inputs: LayerInputs, tally: Tally) -> None:
-        if self.LAYER in models:
+        if self.LAYER in models or self.TOP_HEADS_LAYER in models:
             protein.attention_features.append(symmetrised_apc(inputs.attention))
 
     def finish_test(self, models: Mapping[int, Any], protein: ProteinInputs, tally: Tally) -> None:
-        if self.LAYER not in models or not protein.contacts.count():
+        if not protein.contacts.count():
             return
-        scores = models[self.LAYER].predict_features(np.concatenate(protein.attention_features))
-        for (range_name, x), (precision, chance) in contact_precisions(scores, protein.contacts).items():
-            tally.add(f"regression/{range_name}/{x}", protein.position, precision, chance)
+        score_maps = {}
+        if self.LAYER in models or self.TOP_HEADS_LAYER in models:
+            features = np.concatenate(protein.attention_features)
+            if self.LAYER in models:
+                score_maps[self.LAYER] = models[self.LAYER].predict_features(features)
+            if self.TOP_HEADS_LAYER in models:
+                score_maps[self.TOP_HEADS_LAYER] = models[self.TOP_HEADS_LAYER].predict_features(features)
+        if self.TEMPLATE_LAYER in models:
+            score_maps[self.TEMPLATE_LAYER] = models[self.TEMPLATE_LAYER].predict(protein.protein)
+        for layer, scores in score_maps.items():
+            for (range_name, x), (precision, chance) in contact_precisions(scores, protein.contacts).items():
+                tally.add(f"{self.METHODS[layer]}/{range_name}/{x}", protein.position, precision, chance)
 
     def rows(self, layer: int, outcome: Outcome) -> list[tuple]:
         return []
 
     def regression_rows(self, outcome: Outcome) -> list[tuple]:
-        """Rows of contact_regression.csv: (range, k, precision, chance, test proteins)."""
+        """Rows of contact_regression.csv: (range, k, precision, chance, test proteins, method), the
+        regression's first."""
         rows = []
-        for name, values in outcome.scores.items():
-            kind, range_name, x = name.split("/")
-            if kind == "regression":
-                rows.append((range_name, f"L/{x}" if int(x) > 1 else "L", float(np.nanmean(values[:, 0])),
-                             float(np.nanmean(values[:, 1])), len(values)))  # fmt: skip
+        for method in self.METHODS.values():
+            for name, values in outcome.scores.items():
+                kind, range_name, x = name.split("/")
+                if kind == method:
+                    rows.append((range_name, f"L/{x}" if int(x) > 1 else "L", float(np.nanmean(values[:, 0])),
+                                 float(np.nanmean(values[:, 1])), len(values), method))  # fmt: skip
         return rows
 
-    def model_arrays(self, model: ContactRegression) -> dict[str, np.ndarray]:
+    def model_arrays(self, model: ContactRegression | TopHeadsReadout) -> dict[str, np.ndarray]:
+        if isinstance(model, TopHeadsReadout):
+            return {"heads": model.flat_heads_, "n_heads": np.array([model.n_heads_])}
         return {"coef": model.coef_, "intercept": np.array([model.intercept_])}
 
-    def model_from_arrays(self, arrays: dict[str, np.ndarray]) -> ContactRegression:
+    def model_from_arrays(self, arrays: dict[str, np.ndarray]) -> ContactRegression | TopHeadsReadout:
+        if "heads" in arrays:
+            return TopHeadsReadout.from_heads(arrays["heads"], int(arrays["n_heads"][0]))
         return ContactRegression.from_coefficients(arrays["coef"], arrays["intercept"][0])
 
 
@@ -541,6 +605,9 @@ CONTACT_REGRESSION_KEY: Key = (
     ContactRegressionTask.representation,
     ContactRegressionTask.LAYER,
 )
+#: The key of the top-heads readout beside it.
+TOP_HEADS_KEY: Key = (ContactRegressionTask.task, ContactRegressionTask.representation,
+                      ContactRegressionTask.TOP_HEADS_LAYER)  # fmt: skip
 
 
 def make_tasks(names: Sequence[str], regression_proteins: int) -> list[ProbeTask]:

@@ -447,16 +447,23 @@ def _centres_html(centres: pd.DataFrame, properties: list[str], names: list[str]
     return _table(pd.DataFrame(rows))
 
 
+#: How the comparison names the contact maps of contact_regression.csv.
+_METHOD_NAMES = {"regression": "contact regression", "top_heads": "top-k heads", "template": "positional template"}
+
+
 def _regression_html(runs: list[Run]) -> Table | None:
     rows = []
     for run in runs:
         if run.contact_regression is None:
             continue
         at_l5 = run.contact_regression[run.contact_regression["k"] == "L/5"]
-        row = {"model": run.name}
-        for _, r in at_l5.iterrows():
-            row[f"{r['range']} range"] = f"{fmt_number(r['precision'])} (chance {fmt_number(r['chance'])})"
-        rows.append(row)
+        # One row per method (runs written before the floors have the regression's rows only, no method).
+        methods = at_l5["method"] if "method" in at_l5.columns else pd.Series("regression", index=at_l5.index)
+        for method in dict.fromkeys(methods):
+            row = {"model": run.name, "method": _METHOD_NAMES.get(method, str(method))}
+            for _, r in at_l5[methods == method].iterrows():
+                row[f"{r['range']} range"] = f"{fmt_number(r['precision'])} (chance {fmt_number(r['chance'])})"
+            rows.append(row)
     return _table(pd.DataFrame(rows)) if rows else None
 
 

@@ -648,17 +648,26 @@ def ablation_figure(table: pd.DataFrame, info: dict, contact_heads: pd.DataFrame
 
 
 def jacobian_figure(summary: pd.DataFrame) -> Figure:
-    """Mean contact precision@L/5 by range of the categorical Jacobian, the contact regression and the best
-    single head, with the chance level."""
+    """Mean contact precision@L/5 by range of the categorical Jacobian, the contact regression, the best single
+    head, the mean of the top-k heads and the positional template (those the summary has), with the chance
+    level."""
     rows = summary[summary["k"] == "L/5"].set_index("range")
     ranges = [r for r in ("short", "medium", "long", "all") if r in rows.index]
     methods = [("jacobian", "Categorical Jacobian"), ("regression", "Contact regression (attention)"),
-               ("best_head", "Best single head")]  # fmt: skip
+               ("best_head", "Best single head"), ("top_heads", "Top-k heads, mean"),
+               ("template", "Positional template")]  # fmt: skip
+    methods = [(column, name) for column, name in methods if column in rows.columns]
     fig, ax = plt.subplots(figsize=(6.5, 3.4), constrained_layout=True)
     x = np.arange(len(ranges))
     width = 0.8 / len(methods)
     for k, (column, name) in enumerate(methods):
-        ax.bar(x + (k - 1) * width, [rows.loc[r, column] for r in ranges], width, label=name, color=OKABE_ITO[k])
+        ax.bar(
+            x + (k - (len(methods) - 1) / 2) * width,
+            [rows.loc[r, column] for r in ranges],
+            width,
+            label=name,
+            color=OKABE_ITO[k],
+        )
     ax.scatter(x, [rows.loc[r, "chance"] for r in ranges], marker="_", s=400, color="black", label="chance", zorder=3)
     ax.set_xticks(x, ranges)
     ax.set_ylabel("Precision@L/5")

@@ -337,6 +337,7 @@ def causal_context(run_dir: str | Path, figures_dir: str | Path | None = None) -
             "figure": Picture.from_file(figure, "loss increase per ablated head") if figure.is_file() else None,
             "table": _rounded(groups[[c for c in columns if c in groups.columns]]),
             "groups": _ablation_group_summary(table, info),
+            "floors": _contact_floors_text(info.get("contact_floors")),
         }  # fmt: skip
     jacobian = run.jacobian()
     if jacobian is not None:
@@ -351,9 +352,22 @@ def causal_context(run_dir: str | Path, figures_dir: str | Path | None = None) -
             "best_head": f"{best.get('layer')}-{best.get('head')}",
             "seconds_per_protein": fmt_number(info.get("seconds_per_protein")), "device": str(info.get("device")),
             "figure": Picture.from_file(chart, "Jacobian contact precision") if chart.is_file() else None,
-            "table": _rounded(summary.rename(columns={"best_head": f"head {best.get('layer')}-{best.get('head')}"})),
+            "table": _rounded(summary.rename(columns={"best_head": f"head {best.get('layer')}-{best.get('head')}",
+                                                      "top_heads": f"top {info.get('top_heads', {}).get('k')} heads"})),
         }  # fmt: skip
     return context
+
+
+def _contact_floors_text(floors: object) -> str | None:
+    """The intact model's contact regression beside the top-k heads and the positional template (ablation.json's
+    ``contact_floors``), as one line; None for runs without them."""
+    if not isinstance(floors, dict) or not isinstance(floors.get("long_p_at_L5"), dict):
+        return None
+    p, top = floors["long_p_at_L5"], floors.get("top_heads") or {}
+    return (
+        f"regression {fmt_number(p.get('regression'))}, top {top.get('k')} heads {fmt_number(p.get('top_heads'))}, "
+        f"positional template {fmt_number(p.get('template'))}, chance {fmt_number(p.get('chance'))}"
+    )
 
 
 def _ablation_verdicts(info: object) -> dict[str, dict]:
