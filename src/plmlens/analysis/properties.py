@@ -35,6 +35,7 @@ import numpy as np
 from plmlens.proteins import CONTACT_RANGES, STANDARD_AMINO_ACIDS, Protein, contact_map
 from plmlens.proteins.annotations import contact_counts
 from plmlens.proteins.labels import AMINO_ACIDS, LABELS, LabelSpec, subscribe_labels
+from plmlens.proteins.numbering import CDRS, FRAMEWORK, SOMATIC_MUTATION
 
 PAIR = "pair"
 TOKEN = "token"
@@ -288,11 +289,14 @@ PROPERTY_GROUPS: dict[str, tuple[str, ...]] = {
     "contact_ranges": ("contact_short", "contact_medium", "contact_long"),
     "secondary_structure": ("helix", "strand", "turn_bend"),
     AMINO_ACIDS: tuple(amino_acid_property(letter) for letter in STANDARD_AMINO_ACIDS),
+    # The antibody concepts of the numbering= labels (plmlens.proteins.numbering): CDRs, framework, somatic
+    # mutations; undefined (and left out) for chains that are not numbered.
+    "antibody": (*CDRS, FRAMEWORK, SOMATIC_MUTATION),
 }
 
 
 def get_properties(names: Iterable[str | Property] | None = None) -> list[Property]:
-    """Properties by name or group name (``default``, ``contact_ranges``, ``secondary_structure``,
+    """Properties by name or group name (``default``, ``contact_ranges``, ``secondary_structure``, ``antibody``,
     ``amino_acids``), in order, without duplicates.
 
     Raises

@@ -80,6 +80,8 @@ class RunState:
     padded_tokens: int = 0
     oom_retries: int = 0
     previous_seconds: float = 0.0  # work done before a resume
+    #: Annotator → reason → proteins of the run it could not label (their labels are undefined, not false).
+    unlabelled: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -192,8 +194,16 @@ def _numbered(
                 _skip(state, progress, index, Skipped(record.source, record.id, str(error)))
                 log.warning("skipped %s: %s", record.id, error)
             continue
+        _count_unlabelled(state, record)
         yield _Item(index, position, record, int(encoding.input_ids.shape[1]), int(encoding.lengths[0]))
         position += 1
+
+
+def _count_unlabelled(state: RunState, protein: Protein) -> None:
+    reasons = protein.meta.get("unlabelled")
+    for annotator, reason in reasons.items() if isinstance(reasons, dict) else ():
+        counts = state.unlabelled.setdefault(str(annotator), {})
+        counts[str(reason)] = counts.get(str(reason), 0) + 1
 
 
 def _skip(state: RunState, progress: Progress, index: int, skipped: Skipped) -> None:
@@ -662,7 +672,7 @@ def _result(
         "device": str(adapter.device), "dtype": dtype_name(adapter.dtype), "engine": acc.engine,
         "world_size": group.world_size, "shard": str(shard) if shard.count > 1 else None,
         "n_skipped": len(skipped), "skipped": skipped, "max_residues": max_residues(adapter, max_length),
-        "n_truncated": state.n_truncated, "truncated": state.truncated,
+        "n_truncated": state.n_truncated, "truncated": state.truncated, "unlabelled": state.unlabelled,
         "n_batches": state.n_batches, "tokens": state.tokens, "padded_tokens": state.padded_tokens,
         "padding_efficiency": state.padding_efficiency, "oom_retries": state.oom_retries,
         "wall_seconds": seconds, "residues_per_second": acc.n_residues / seconds if seconds > 0 else None,

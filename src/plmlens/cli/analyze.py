@@ -226,6 +226,7 @@ def _print_result(result, out_dir: Path, part, fmt: OutputFormat, random_init: b
     """What `analyze` prints at the end: counts, then the top heads (or where the shard went)."""
     info = result.info
     print_truncation(info)
+    print_unlabelled(info)
     efficiency = info["padding_efficiency"]
     print_note(
         f"{result.accumulator.n_proteins:,} proteins, {result.accumulator.n_residues:,} residues, "
@@ -246,6 +247,17 @@ def _print_result(result, out_dir: Path, part, fmt: OutputFormat, random_init: b
             fmt,
         )
     print_note(f"wrote {escape_text(str(out_dir))}/heads.csv, layers.csv, amino_acids.csv, summary.json", fmt)
+
+
+def print_unlabelled(info: dict) -> None:
+    """One line per annotator that left proteins of the run unlabelled (their labels undefined, not false)."""
+    for annotator, reasons in (info.get("unlabelled") or {}).items():
+        ranked = sorted(reasons.items(), key=lambda kv: -kv[1])
+        shown = "; ".join(f"{count} {reason}" for reason, count in ranked[:3])
+        more = f"; {len(ranked) - 3} other reasons" if len(ranked) > 3 else ""
+        console.print(f"[yellow]unlabelled:[/] {escape_text(annotator)} could not label {sum(reasons.values())} "
+                      f"proteins, whose labels are undefined ({escape_text(shown + more)})", highlight=False,
+                      soft_wrap=True)  # fmt: skip
 
 
 def print_truncation(info: dict) -> None:

@@ -126,10 +126,10 @@ def commit_or_exit(claim: OutputClaim, save: Callable[[Path], object], kept: str
 
 def default_source() -> str:
     """The built-in default data: the shared antibody structures (variable domains, paratope as binding
-    site), or the ProMod3 database where they are absent."""
+    site, IMGT numbering), or the ProMod3 database where they are absent."""
     if (shared_data_dir() / "antibodies" / "MANIFEST.tsv").exists():
-        return "antibodies::variable_domain"
-    return "promod3::antibody,variable_domain"
+        return "antibodies::variable_domain,numbering=imgt"
+    return "promod3::antibody,variable_domain,numbering=imgt"
 
 
 def print_start(command: str, adapter: Any, data: str, where: str = "", after: str = "") -> None:

@@ -44,6 +44,10 @@ DEMO_RUNS = (
 )
 
 
+#: The paper's properties, contacts by range, and the antibody concepts of IMGT numbering.
+DEMO_PROPERTIES = "default,contact_ranges,antibody"
+
+
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Where the runs and compare.html go.")] = Path("runs/demo"),
@@ -78,7 +82,7 @@ def demo(
         console.rule(f"[bold]{run.name}[/]")
         run_dir = out_dir / run.name
         # With --overwrite the demo computes afresh: a checkpoint left by an interrupted demo is replaced too.
-        analyze(model=run.model, data=run.data(protein_set), out_dir=run_dir, properties="default,contact_ranges",
+        analyze(model=run.model, data=run.data(protein_set), out_dir=run_dir, properties=DEMO_PROPERTIES,
                 overwrite=overwrite, random_init=run.random_init, fmt=fmt)  # fmt: skip
         probe(model=run.model, data=run.data(protein_set), out_dir=run_dir / "probe", random_init=run.random_init,
               overwrite=overwrite, fmt=fmt)  # fmt: skip

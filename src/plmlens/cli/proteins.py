@@ -119,6 +119,9 @@ def print_description(source: str, result: Description, fmt: OutputFormat | str 
             fmt,
         )
     print_table(background_rows(result), BACKGROUND_COLUMNS, fmt, title="background frequencies", show_edge=False)
+    numbering = result.numbering_line()
+    if numbering:
+        print_note(escape_text(numbering), fmt)
     lines = result.unlabelled_lines()
     if lines:
         print_note("unlabelled, by annotator:", fmt)

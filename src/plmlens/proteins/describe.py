@@ -37,6 +37,30 @@ class Description:
     counters: dict[str, Counter] = field(default_factory=dict)
     #: Annotator → reason → how many proteins it could not label (from ``meta["unlabelled"]``).
     unlabelled: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: The chains the ``numbering=`` annotator saw: id, sequence and meta only (for `numbering`).
+    numbered_chains: list[Protein] = field(default_factory=list)
+
+    def numbering(self) -> dict | None:
+        """`plmlens.proteins.numbering.numbering_summary` of the chains numbering saw; None without it."""
+        if not self.numbered_chains:
+            return None
+        from plmlens.proteins.numbering import numbering_summary
+
+        return numbering_summary(self.numbered_chains)
+
+    def numbering_line(self) -> str | None:
+        """One line: chains numbered, why the others were not, and how the chain types agree."""
+        summary = self.numbering()
+        if summary is None:
+            return None
+        reasons = "; ".join(f"{count} {reason}" for reason, count in summary["reasons"].items())
+        manifest, rule = summary["vs_manifest"], summary["vs_sequence_rule"]
+        return (
+            f"numbering: {summary['numbered']} of {summary['chains']} chains numbered"
+            + (f" (not: {reasons})" if reasons else "")
+            + f"; chain type agrees with the source's (MANIFEST) for {manifest['agree']} of {manifest['compared']}"
+            + f", with the sequence rule for {rule['agree']} of {rule['compared']}"
+        )
 
     @property
     def n_proteins(self) -> int:
@@ -75,6 +99,9 @@ class Description:
         }
         if self.unlabelled:
             out["unlabelled"] = self.unlabelled
+        numbering = self.numbering()
+        if numbering is not None:
+            out["numbering"] = numbering
         return out
 
     def unlabelled_lines(self) -> list[str]:
@@ -136,6 +163,9 @@ def describe(
                         functions[name] = count
                         result.counters[name] = Counter()
         _count_unlabelled(record, result.unlabelled)
+        if "numbering" in record.meta or "numbering" in (record.meta.get("unlabelled") or {}):
+            # A small copy (no coordinates): sets of many chains are described in a stream.
+            result.numbered_chains.append(Protein(id=record.id, sequence=record.sequence, meta=record.meta))
         if functions is None:
             _count_annotations(record, result.counters)
         else:
