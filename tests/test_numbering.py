@@ -244,7 +244,8 @@ def test_annotator_labels_numbered_chains_and_masks_the_rest():
     region = vh.label("region")
     assert "".join(a for a, r in zip(TRASTUZUMAB_VH, region, strict=True) if r == "cdr_h1") == "GFNIKDT"
     assert vh.label("framework").dtype == bool and not vh.label("framework").mask.any()
-    assert position_keys(vh).tolist()[9] == "11"  # positional baselines use the IMGT key
+    assert position_keys(vh).tolist()[9] == "H11"  # positional baselines use the chain type and IMGT key
+    assert position_keys(vh, numbered=False).tolist()[9] == "#10"
     for protein, reason in ((lys, "not an antibody variable domain"), (x, "sequence has X at residue 51 (IMGT 56)")):
         assert protein.meta["unlabelled"]["numbering"] == reason and "numbering" not in protein.meta
         for name in ("imgt_position", "region", "framework", "somatic_mutation"):

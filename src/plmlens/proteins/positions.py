@@ -1,10 +1,13 @@
 """Where each residue sits, as a key that matches the same place in other proteins.
 
 Positional baselines and nulls ask "how often does a property hold at this place?" across proteins. For
-numbered antibody chains the place is the IMGT position with its insertion code (``"111A"``), which aligns
-every variable domain; for any other chain it is the residue index (``"#12"``, 1-based), which aligns
-nothing but the sequence start. The two kinds of key never collide, so a set that mixes numbered and
-unnumbered chains does not pool IMGT position 12 with residue 12.
+numbered antibody chains the place is the chain type and the IMGT position with its insertion code
+(``"H111A"``, ``"L111A"``), which aligns every variable domain of a chain type; for any other chain it is the
+residue index (``"#12"``, 1-based), which aligns nothing but the sequence start. The chain type is part of the
+key because the same IMGT position is CDR-H3 in a heavy chain and CDR-L3 in a light one: pooled, a set of
+both would make a head that attends to heavy CDR3s look more specific than its position. The kinds of key
+never collide, so a set that mixes numbered and unnumbered chains does not pool IMGT position 12 with
+residue 12.
 """
 
 from __future__ import annotations
@@ -37,14 +40,23 @@ def position_keys(protein: Protein, numbered: bool = True) -> np.ndarray:
     Returns
     -------
     ndarray of str, shape (L,)
-        IMGT keys (``"111A"``) for a numbered chain, `NO_POSITION` for its residues outside the numbered
-        domain; residue-index keys (``"#1"``, ...) for any other chain.
+        IMGT keys with the chain type (``"H111A"``; without it, ``"111A"``, when numbering gave no heavy or
+        light type) for a numbered chain, `NO_POSITION` for its residues outside the numbered domain;
+        residue-index keys (``"#1"``, ...) for any other chain.
     """
     labels = getattr(protein, "labels", None) or {}
     imgt = labels.get(IMGT_POSITION) if numbered else None
     if imgt is not None:
         defined = ~np.ma.getmaskarray(imgt)
         if defined.any():
-            keys = np.asarray(np.ma.getdata(imgt)).astype(str)
+            keys = np.char.add(_chain_letter(protein), np.asarray(np.ma.getdata(imgt)).astype(str))
             return np.where(defined, keys, NO_POSITION)
     return index_keys(len(protein))
+
+
+def _chain_letter(protein: Protein) -> str:
+    """``H`` or ``L`` for a chain numbering typed heavy or light (``meta["numbering"]["chain_type"]``), else
+    ``""``."""
+    facts = protein.meta.get("numbering")
+    chain_type = facts.get("chain_type") if isinstance(facts, dict) else None
+    return {"heavy": "H", "light": "L"}.get(chain_type, "") if isinstance(chain_type, str) else ""
