@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from conftest import line_positions
 from plmlens.analysis import (
     HEAD_COLUMNS,
+    POSITIONAL_COLUMNS,
     Accumulator,
     AnalysisResult,
     Property,
@@ -278,7 +279,9 @@ def test_cli_analyze_writes_every_output(tmp_path, pdb_builder):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     heads = pd.read_csv(out / "heads.csv")
-    assert list(heads.columns) == HEAD_COLUMNS and set(heads.layer) == {1, 2, 3} and set(heads["head"]) == {1, 2, 3, 4}
+    # The command computes the positional nulls by default: their columns follow the paper's.
+    assert list(heads.columns) == HEAD_COLUMNS + POSITIONAL_COLUMNS
+    assert set(heads.layer) == {1, 2, 3} and set(heads["head"]) == {1, 2, 3, 4}
     assert {"contact", "binding_site", "aa_S"} <= set(heads.property)
     layers = pd.read_csv(out / "layers.csv")
     assert len(layers[layers.property == "contact"]) == 3

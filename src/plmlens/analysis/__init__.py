@@ -33,6 +33,7 @@ from plmlens.analysis.properties import (
 from plmlens.analysis.result import (
     HEAD_COLUMNS,
     MIN_ARCS,
+    POSITIONAL_COLUMNS,
     RUN_OUTPUTS,
     SHARD_OUTPUTS,
     AnalysisResult,
@@ -48,6 +49,7 @@ __all__ = [
     "AMINO_ACIDS",
     "DEFAULT_PROPERTIES",
     "HEAD_COLUMNS",
+    "POSITIONAL_COLUMNS",
     "MIN_ARCS",
     "PROPERTIES",
     "PROPERTY_GROUPS",
