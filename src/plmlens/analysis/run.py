@@ -30,7 +30,7 @@ import torch
 
 from plmlens.analysis.accumulator import Accumulator, PreparedBatch
 from plmlens.analysis.checkpoint import Progress, load_checkpoint, save_checkpoint
-from plmlens.analysis.nulls import NULL_KINDS, applicable, fit_nulls, null_name
+from plmlens.analysis.nulls import NULL_KINDS, PositionalRates, applicable, fit_nulls, null_name
 from plmlens.analysis.properties import Property, get_properties
 from plmlens.analysis.result import AnalysisResult
 from plmlens.distributed import ProcessGroup, Shard
@@ -356,13 +356,10 @@ def analyze(
         raise ValueError("max_tokens and batch_size must be positive")
     support = attention_support(adapter)
     settings = dict(threshold=threshold, seed=seed, n_bootstrap=n_bootstrap, null=null, support=support)
-    if positions not in POSITIONS:
-        raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
     if null_proteins is None and isinstance(proteins, list):
         null_proteins = proteins
-    properties, rates = fit_nulls(get_properties(properties or None), nulls, null_proteins, seed=seed,
-                                  numbered=positions == "numbered", limit=limit,
-                                  max_residues=max_residues(adapter, max_length))  # fmt: skip
+    properties, rates = _with_nulls(adapter, properties, nulls, positions, null_proteins, seed=seed, limit=limit,
+                                    max_length=max_length)  # fmt: skip
     acc = Accumulator(adapter.n_layers, adapter.n_heads, properties, device=adapter.device, engine=engine,
                       **settings)  # fmt: skip
     batching = {"max_length": max_length, "limit": limit, "max_tokens": max_tokens, "batch_size": batch_size}
@@ -417,6 +414,25 @@ def analyze(
     if rates is not None:
         result.info["positional_nulls"] = rates.describe()
     return result
+
+
+def _with_nulls(
+    adapter: ModelAdapter,
+    properties: Sequence[str | Property] | None,
+    nulls: Sequence[str],
+    positions: str,
+    proteins: Iterable[Protein | Skipped] | None,
+    *,
+    seed: int,
+    limit: int | None,
+    max_length: int,
+) -> tuple[list[Property], PositionalRates | None]:
+    """The run's properties followed by their positional nulls, whose rates are fitted on `proteins`: the run's
+    own list, or a fresh iterator of its source, read here once before the run reads its own."""
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
+    return fit_nulls(get_properties(properties or None), nulls, proteins, seed=seed, numbered=positions == "numbered",
+                     limit=limit, max_residues=max_residues(adapter, max_length))  # fmt: skip
 
 
 def _prepare(acc: Accumulator, items: list[_Item]) -> PreparedBatch:
