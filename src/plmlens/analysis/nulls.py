@@ -257,8 +257,8 @@ class NullProperty(Property):
         else:
             result = self.rates.position_rates(self.base, protein)
         n = len(protein)
-        if result.shape != ((n, n) if self.kind == PAIR else (n,)):  # a cut protein: the rates were cut too
-            result = result[(slice(0, n),) * result.ndim]
+        if result.shape != ((n, n) if self.kind == PAIR else (n,)):  # a protein longer than the rates' cut
+            raise ValueError(f"{self.name}: rates of shape {result.shape} for {protein.id} (length {n})")
         defined = ~np.ma.getmaskarray(result)
         return np.where(defined, result.data, 0.0), defined
 
