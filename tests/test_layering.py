@@ -1,4 +1,4 @@
-"""The package's layers: data flows proteins → models → analysis → probing / causal → report → cli, and no
+"""The package's layers: data flows proteins → models → analysis → probing / causal / features → report → cli, and no
 module imports a layer above its own (lazy imports inside functions included); results save data, and only
 ``report`` draws."""
 
@@ -17,7 +17,7 @@ import pytest
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "plmlens"
 #: Each subpackage's layer; a module may import its own layer and those below. Top-level modules (ioutils,
 #: outputs, distributed) are shared utilities under every layer.
-LAYERS = {"proteins": 1, "models": 2, "analysis": 3, "probing": 4, "causal": 4, "report": 5, "cli": 6}
+LAYERS = {"proteins": 1, "models": 2, "analysis": 3, "probing": 4, "causal": 4, "features": 4, "report": 5, "cli": 6}
 
 
 def _layer(module: str) -> int:
