@@ -305,3 +305,109 @@ def read_table(path: Path) -> pd.DataFrame:
         return pd.read_csv(path)
     except (OSError, ValueError, KeyError) as error:
         raise RunDirError(f"{path}: damaged ({type(error).__name__}: {error})") from None
+
+
+# -- features (sparse autoencoders) ---------------------------------------------------------------------------
+
+#: Where a run directory's SAEs sit: ``RUN_DIR/features/NAME/`` (one per model layer or setting).
+FEATURES_PLACE = "features"
+SAE_WEIGHTS = "sae.safetensors"
+SAE_RECORD = "sae.json"
+SAE_EVALUATION = "evaluation.json"
+CONCEPTS_PLACE = "concepts"
+FEATURES_TABLE = "features.csv"
+CONCEPTS_TABLE = "concepts.csv"
+FEATURE_EXAMPLES = "examples.json"
+
+#: ``plmlens features train --out SAE_DIR``: the SAE; ``sae.json`` marks it finished. Its concepts are stale
+#: once it is replaced.
+SAE = register_output_kind(OutputKind("sae", OutputSet(
+    (SAE_WEIGHTS, SAE_RECORD, SAE_EVALUATION), record=SAE_RECORD, stale=(CONCEPTS_PLACE,))))  # fmt: skip
+#: ``plmlens features concepts SAE_DIR``: ``SAE_DIR/concepts/``; its ``summary.json`` marks it finished.
+CONCEPTS = register_output_kind(OutputKind("concepts", OutputSet(
+    (FEATURES_TABLE, CONCEPTS_TABLE, FEATURE_EXAMPLES, SUMMARY), record=SUMMARY), (CONCEPTS_PLACE,)))  # fmt: skip
+
+
+class FeatureDir:
+    """An SAE directory (``plmlens features train --out SAE_DIR``) and its concepts (``SAE_DIR/concepts/``):
+    the one reader of their records and tables.
+
+    ::
+
+        SAE_DIR/sae.safetensors, sae.json        the SAE (config, model, layer, training record)
+        SAE_DIR/evaluation.json                  variance explained, L0, dead/dense latents, fidelity
+        SAE_DIR/concepts/features.csv            per feature: frequency, best concept, F1, threshold
+        SAE_DIR/concepts/concepts.csv            per concept: best features, F1, neurons and controls
+        SAE_DIR/concepts/examples.json           top-activating proteins of the browsed features
+        SAE_DIR/concepts/summary.json            coverage counts, settings; marks the concepts finished
+
+    Parameters
+    ----------
+    path : path
+        SAE_DIR.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._cache: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"FeatureDir({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def is_sae(self) -> bool:
+        """Whether a finished SAE is here."""
+        return (self.path / SAE_RECORD).is_file()
+
+    def has_concepts(self) -> bool:
+        """Whether finished concepts are here."""
+        return (self.path / CONCEPTS_PLACE / SUMMARY).is_file()
+
+    def sae_record(self) -> dict:
+        """``sae.json``: the SAE's config and where it came from (model, layer, training)."""
+        return self._json(self.path / SAE_RECORD, "sae")
+
+    def evaluation(self) -> dict | None:
+        """``evaluation.json`` when the SAE was evaluated (variance explained, L0, fidelity)."""
+        path = self.path / SAE_EVALUATION
+        return self._json(path, "evaluation") if path.is_file() else None
+
+    def concepts_summary(self) -> dict:
+        """``concepts/summary.json``."""
+        return self._json(self.path / CONCEPTS_PLACE / SUMMARY, "concepts_summary")
+
+    def features_table(self) -> pd.DataFrame:
+        """``concepts/features.csv``: one row per feature."""
+        return self._table(FEATURES_TABLE)
+
+    def concepts_table(self) -> pd.DataFrame:
+        """``concepts/concepts.csv``: one row per concept."""
+        return self._table(CONCEPTS_TABLE)
+
+    def examples(self) -> dict:
+        """``concepts/examples.json``: the browsed features and their top-activating proteins."""
+        return self._json(self.path / CONCEPTS_PLACE / FEATURE_EXAMPLES, "examples")
+
+    def _json(self, path: Path, key: str) -> dict:
+        if key not in self._cache:
+            record = read_json(path)
+            if not isinstance(record, dict):
+                raise RunDirError(f"{path}: damaged (not a record)")
+            self._cache[key] = record
+        return self._cache[key]
+
+    def _table(self, name: str) -> pd.DataFrame:
+        if name not in self._cache:
+            self._cache[name] = read_table(self.path / CONCEPTS_PLACE / name)
+        return self._cache[name]
+
+
+def feature_dirs(run_dir: str | Path) -> list[FeatureDir]:
+    """The SAEs of a run directory (``RUN_DIR/features/*/sae.json``), by name."""
+    root = Path(run_dir) / FEATURES_PLACE
+    if not root.is_dir():
+        return []
+    return [FeatureDir(path) for path in sorted(root.iterdir()) if (path / SAE_RECORD).is_file()]
