@@ -115,16 +115,18 @@ class RunInterrupted(Exception):  # noqa: N818 -- reads as what happened, like K
         super().__init__(f"{name}: {n_proteins:,} proteins saved to {checkpoint}")
 
 
-class _Stop(BaseException):
+class StopRequested(BaseException):
+    """Raised by `StopSignals.check` once SIGTERM or SIGINT has arrived: unwind to the checkpoint."""
+
     def __init__(self, signal_number: int) -> None:
         self.signal_number = signal_number
 
 
-class _Signals:
+class StopSignals:
     """SIGTERM (what Slurm sends before preemption) and SIGINT stop the run at the next safe point.
 
     The handler only notes the signal; `check`, called between records, between layers and between
-    batches, raises `_Stop` there. A batch in progress is abandoned (its sums are only staged), and a
+    batches, raises `StopRequested` there. A batch in progress is abandoned (its sums are only staged), and a
     commit or a checkpoint being written is never cut short. Without a run (``enabled`` False) nothing is
     installed and `check` does nothing.
     """
@@ -137,7 +139,7 @@ class _Signals:
     def _handle(self, signal_number: int, frame) -> None:
         self.received = signal_number
 
-    def __enter__(self) -> _Signals:
+    def __enter__(self) -> StopSignals:
         if self.enabled:
             for number in (signal.SIGTERM, signal.SIGINT):
                 self._previous[number] = signal.signal(number, self._handle)
@@ -149,11 +151,13 @@ class _Signals:
 
     def check(self) -> None:
         if self.received is not None:
-            raise _Stop(self.received)
+            raise StopRequested(self.received)
 
 
 @dataclass
-class _Item:
+class PlannedItem:
+    """A readable protein of a run's source, numbered for the batch plan (`numbered_items`)."""
+
     record: int
     position: int
     protein: Protein
@@ -161,7 +165,7 @@ class _Item:
     length: int  # residues, after truncation
 
 
-def _numbered(
+def numbered_items(
     adapter: ModelAdapter,
     records: Iterable[Protein | Skipped],
     state: RunState,
@@ -169,8 +173,8 @@ def _numbered(
     *,
     limit: int | None,
     max_length: int,
-    signals: _Signals,
-) -> Iterator[_Item]:
+    signals: StopSignals,
+) -> Iterator[PlannedItem]:
     """Every readable protein with its record index, position and token count (after truncation); the
     other records are added to `state.skipped` (and to `progress.skipped`, unless a resumed run has them
     already), and the run goes on."""
@@ -195,7 +199,7 @@ def _numbered(
                 log.warning("skipped %s: %s", record.id, error)
             continue
         _count_unlabelled(state, record)
-        yield _Item(index, position, record, int(encoding.input_ids.shape[1]), int(encoding.lengths[0]))
+        yield PlannedItem(index, position, record, int(encoding.input_ids.shape[1]), int(encoding.lengths[0]))
         position += 1
 
 
@@ -211,8 +215,8 @@ def _skip(state: RunState, progress: Progress, index: int, skipped: Skipped) -> 
     state.skipped.append(skipped)
 
 
-def _windows(items: Iterable[_Item], budget: int) -> Iterator[list[_Item]]:
-    window: list[_Item] = []
+def _windows(items: Iterable[PlannedItem], budget: int) -> Iterator[list[PlannedItem]]:
+    window: list[PlannedItem] = []
     tokens = 0
     for item in items:
         window.append(item)
@@ -374,8 +378,8 @@ def analyze(
         acc, done = load_checkpoint(checkpoint, fingerprint, properties, device=adapter.device, engine=engine)
         _restore(state, done)
         log.info("resuming %s: %d proteins done", checkpoint, acc.n_proteins)
-    signals = _Signals(enabled=checkpoint is not None)
-    numbered = _numbered(adapter, proteins, state, done, limit=limit, max_length=max_length, signals=signals)
+    signals = StopSignals(enabled=checkpoint is not None)
+    numbered = numbered_items(adapter, proteins, state, done, limit=limit, max_length=max_length, signals=signals)
     last_save = time.perf_counter()
 
     def save() -> None:
@@ -390,7 +394,7 @@ def analyze(
     preparer = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="plmlens-prepare")
     with signals, preparer:
         try:
-            planned = _planned(numbered, max_tokens, batch_size, own, done)
+            planned = planned_batches(numbered, max_tokens, batch_size, own, done)
             for items, prepared, window_end in _prepared(acc, preparer, planned, ahead):
                 if items:
                     _run_items(adapter, acc, items, prepared, max_length, state, done, signals)
@@ -406,7 +410,7 @@ def analyze(
                 signals.check()
             if checkpoint is not None:
                 save()
-        except _Stop as stop:
+        except StopRequested as stop:
             save()
             raise RunInterrupted(stop.signal_number, checkpoint, acc.n_proteins) from None
     result = _result(adapter, acc, state, group, shard or Shard(), job_fingerprint, alpha, max_length, max_tokens,
@@ -435,13 +439,13 @@ def _with_nulls(
                      limit=limit, max_residues=max_residues(adapter, max_length))  # fmt: skip
 
 
-def _prepare(acc: Accumulator, items: list[_Item]) -> PreparedBatch:
+def _prepare(acc: Accumulator, items: list[PlannedItem]) -> PreparedBatch:
     return acc.prepare([i.protein for i in items], [i.length for i in items], [i.position for i in items])
 
 
-def _planned(
-    items: Iterable[_Item], max_tokens: int, batch_size: int | None, shard: Shard, done: Progress
-) -> Iterator[tuple[list[_Item], int | None]]:
+def planned_batches(
+    items: Iterable[PlannedItem], max_tokens: int, batch_size: int | None, shard: Shard, done: Progress
+) -> Iterator[tuple[list[PlannedItem], int | None]]:
     """This process's batches, still to do.
 
     Every process plans the same batches (read-ahead windows of all proteins, each packed by length) and
@@ -463,8 +467,8 @@ def _planned(
 
 
 def _prepared(
-    acc: Accumulator, preparer: ThreadPoolExecutor, planned: Iterator[tuple[list[_Item], int | None]], ahead: int
-) -> Iterator[tuple[list[_Item], Future | None, int | None]]:
+    acc: Accumulator, preparer: ThreadPoolExecutor, planned: Iterator[tuple[list[PlannedItem], int | None]], ahead: int
+) -> Iterator[tuple[list[PlannedItem], Future | None, int | None]]:
     """The planned batches with their host-side preparation under way: up to `ahead` of them are prepared
     while the current one runs (across windows too), and the current one's is awaited only once its first
     layer is computed."""
@@ -480,12 +484,12 @@ def _prepared(
 def _run_items(
     adapter: ModelAdapter,
     acc: Accumulator,
-    items: list[_Item],
+    items: list[PlannedItem],
     prepared: Future | None,
     max_length: int,
     state: RunState,
     done: Progress,
-    signals: _Signals,
+    signals: StopSignals,
 ) -> None:
     """Run one batch and commit it; out of GPU memory, split it in two and retry (a single protein that
     does not fit is skipped and reported)."""
@@ -522,10 +526,10 @@ def _run_items(
 def _stage(
     adapter: ModelAdapter,
     acc: Accumulator,
-    items: list[_Item],
+    items: list[PlannedItem],
     prepared: Future | None,
     max_length: int,
-    signals: _Signals,
+    signals: StopSignals,
 ):
     proteins = [item.protein for item in items]
     batch = None
