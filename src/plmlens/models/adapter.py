@@ -17,7 +17,7 @@ import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +134,10 @@ class HookSpec:
     head_projection: str | None = None
     heads_mixed: bool = False
     lm_head: str | None = None
+
+
+class _LayersDone(Exception):  # noqa: N818 -- not an error: the pass is done
+    """Ends a forward pass once the layers `ModelAdapter.layer_states` needs are computed."""
 
 
 class _StoppedError(Exception):
@@ -531,6 +535,44 @@ class ModelAdapter:
             if out.layer == wanted and out.hidden is not None:
                 return [out.hidden[b, :n].numpy() for b, n in enumerate(out.lengths.tolist())]
         raise RuntimeError(f"{self.name}: layer {layer} was not produced")
+
+    def layer_states(self, encoding: Encoding, layers: Sequence[int]) -> dict[int, list[torch.Tensor]]:
+        """Each protein's residue rows of the hidden states leaving `layers` (``blocks.{l}.resid_post``).
+
+        The forward pass stops once the last layer asked for is computed, and no attention is returned, so
+        this costs at most a bare forward pass.
+
+        Parameters
+        ----------
+        encoding : Encoding
+            A batch from :meth:`encode`.
+        layers : sequence of int
+            0-based layers.
+
+        Returns
+        -------
+        dict of int to list of Tensor, shape (L, d)
+            Per layer, per protein: its residues' states in the model's dtype, on its device.
+        """
+        wanted = sorted({int(layer) for layer in layers})
+        if not wanted or wanted[0] < 0 or wanted[-1] >= self.n_layers:
+            raise ValueError(f"{self.name}: layers must be within 0..{self.n_layers - 1}, not {list(layers)}")
+        spans = list(zip(encoding.starts.tolist(), encoding.lengths.tolist(), strict=True))
+        found: dict[int, list[torch.Tensor]] = {}
+
+        def keep(hidden: torch.Tensor, point: HookPoint) -> None:
+            found[point.layer] = [hidden[b, start : start + n].detach() for b, (start, n) in enumerate(spans)]
+            if point.layer == wanted[-1]:
+                raise _LayersDone
+
+        kwargs = {**self.hooks.forward_kwargs, **({"output_attentions": False} if "output_attentions" in
+                                                  self.hooks.forward_kwargs else {})}  # fmt: skip
+        hooks = [(hook_name(RESID_POST, layer), keep) for layer in wanted]
+        with self.attach_hooks(hooks), torch.no_grad(), suppress(_LayersDone):
+            self.model(**encoding.model_inputs(self.device), **kwargs)
+        if len(found) != len(wanted):
+            raise RuntimeError(f"{self.name}: layers {sorted(set(wanted) - set(found))} were not computed")
+        return found
 
     def residue_log_probs(
         self,
