@@ -220,6 +220,8 @@ class ModelAdapter:
         config = model.config
         self.n_layers = int(config.num_hidden_layers)
         self.n_heads = int(config.num_attention_heads)
+        #: Width of the hidden states (transformers maps GPT-2's n_embd and T5's d_model to hidden_size).
+        self.hidden_size = int(config.hidden_size)
         self.n_params = sum(p.numel() for p in model.parameters())
         self._blocks = self._modules_named(hooks.block_class)
         self._attentions = [
