@@ -356,7 +356,7 @@ class LayerTokens:
 
     def _float32(self, rows: np.ndarray) -> np.ndarray:
         if self.dtype == "bfloat16":
-            return torch.from_numpy(np.ascontiguousarray(rows)).view(torch.bfloat16).float().numpy()
+            return torch.from_numpy(np.array(rows, copy=True)).view(torch.bfloat16).float().numpy()
         return np.asarray(rows, dtype=np.float32)
 
 
