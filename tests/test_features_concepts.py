@@ -354,7 +354,7 @@ def test_a_positional_concept_is_matched_by_position_and_flagged():
         predictor.update(keys, values, defined, split)
     position = predictor.position_f1()
     assert position["at3"] == pytest.approx(1.0) and position["random"] < MATCH_F1
-    assert predictor.table().set_index("concept").loc["at3", "threshold"] == "0×max"
+    assert predictor.table().set_index("concept").loc["at3", "threshold"] == "0*max"
     counts = count_all([(n, a, v, d, s) for n, _, a, v, d, s in data], names=("at3", "random"))
     table = match_table(counts, position)
     rows = {(r.unit, r.concept): r for r in table.itertuples()}
@@ -377,3 +377,20 @@ def test_positional_predictors_merge_like_one():
     a.merge(b)
     probe = np.array(["#1", "#5", "#8", "#9"])
     assert np.allclose(a.score(probe), whole.score(probe))
+
+
+def test_positional_predictor_saves_and_a_concept_never_defined_on_validation_never_fires(tmp_path):
+    predictor = PositionalPredictor(["x", "never"])
+    keys = np.array(["#1", "#2", "#3"])
+    values = np.array([[1, 0], [0, 0], [1, 0]], bool)
+    predictor.fit_update(keys, values, np.array([[1, 0]] * 3, bool), VALIDATION)
+    predictor.save(tmp_path / "position.npz")
+    loaded = PositionalPredictor.load(tmp_path / "position.npz")
+    assert np.allclose(loaded.score(keys), predictor.score(keys), equal_nan=True)
+    assert loaded.score(keys)[:, 0].tolist() == [1, 0, 1] and np.isnan(loaded.score(keys)[:, 1]).all()
+    for split in (VALIDATION, TEST):
+        loaded.update(keys, values | np.array([[0, 1]] * 3, bool), np.ones((3, 2), bool), split)
+    f1 = loaded.position_f1()
+    # x: on at #1 and #3 exactly; "never": positives on both splits but no rate, so never on: F1 0.
+    assert f1 == {"x": 1.0, "never": 0.0}
+    assert loaded.predicted[:, :, 1].sum() == 0

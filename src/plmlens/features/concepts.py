@@ -615,8 +615,8 @@ class PositionalPredictor:
 
     @property
     def threshold_names(self) -> list[str]:
-        """How each score threshold is written in `table`: ``"0.15×max"`` and ``"0.5"``."""
-        return [f"{t:g}×max" for t in self.thresholds] + [f"{POSITION_ABSOLUTE:g}"]
+        """How each score threshold is written in `table`: ``"0.15*max"`` (relative) and ``"0.5"`` (absolute)."""
+        return [f"{t:g}*max" for t in self.thresholds] + [f"{POSITION_ABSOLUTE:g}"]
 
     def _check(self, keys: np.ndarray, values: np.ndarray, defined: np.ndarray) -> tuple[np.ndarray, ...]:
         keys = np.asarray(keys).astype(str)
@@ -650,7 +650,8 @@ class PositionalPredictor:
         if self._rates is None:
             overall = _ratio(self.key_hits.sum(0) + self.unkeyed[0], self.key_defined.sum(0) + self.unkeyed[1])
             rates = np.where(self.key_defined > 0, _ratio(self.key_hits, self.key_defined), overall)
-            top = np.nanmax(np.vstack([rates, overall[None]]), axis=0) if len(overall) else overall
+            # fmax skips NaN (a concept never defined on validation stays NaN, without a warning).
+            top = np.fmax.reduce(np.vstack([rates, overall[None]]), axis=0)
             relative = np.asarray(self.thresholds)[:, None] * top[None]
             cuts = np.vstack([relative, np.full((1, len(top)), POSITION_ABSOLUTE)])
             # A concept validation never defined has no rate: never on.
@@ -696,6 +697,28 @@ class PositionalPredictor:
         self.predicted += other.predicted
         self.positives += other.positives
         return self
+
+    _ARRAYS = ("key_hits", "key_defined", "unkeyed", "tp", "predicted", "positives")
+
+    def save(self, path: str | Path) -> None:
+        """Write the fit and the counts to an npz file (no pickles)."""
+        arrays = {name: getattr(self, name) for name in self._ARRAYS}
+        np.savez(path, keys=np.array(list(self.keys), dtype=str), thresholds=np.array(self.thresholds),
+                 concept_names=np.array(self.concept_names, dtype=str), **arrays)  # fmt: skip
+
+    @classmethod
+    def load(cls, path: str | Path) -> PositionalPredictor:
+        """Read what `save` wrote."""
+        with _open_npz(path, ("keys", "thresholds", "concept_names", *cls._ARRAYS)) as data:
+            found = cls(data["concept_names"].tolist(), data["thresholds"].tolist())
+            found.keys = {key: i for i, key in enumerate(data["keys"].tolist())}
+            for name in cls._ARRAYS:
+                array = data[name].astype(np.int64)
+                rows_fit = not name.startswith("key") or len(array) == len(found.keys)
+                if array.shape[1:] != getattr(found, name).shape[1:] or not rows_fit:
+                    raise ValueError(f"{path}: {name} has shape {array.shape}, which does not fit its concepts")
+                setattr(found, name, array)
+        return found
 
     def table(self) -> pd.DataFrame:
         """Per concept: validation F1 at each score threshold, the chosen ``threshold`` (its name), and
