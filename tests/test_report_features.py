@@ -17,6 +17,7 @@ from markupsafe import escape
 from conftest import PdbBuilder, line_positions
 from plmlens.report import build_report, compare_runs
 from plmlens.report.features import (
+    StructureReader,
     coverage_context,
     feature_rows,
     features_context,
@@ -176,7 +177,8 @@ def test_browser_data_holds_the_examples_and_the_structure(report):
     assert structure["t.H"]["repr"] == "cartoon" and structure["t.H"]["pdb"].count(" CA ") == 30
     assert "NGL" in text  # inlined: the page draws in 3D
     note = html.unescape(markup_of(text))
-    assert "No 3D view for some proteins: 1 of 2 proteins are not in " in note and EVIL_PROTEIN in note
+    expected = r"No 3D view for some proteins: 1 of 2 proteins are not in \S+/t\.pdb::dssp=false \((.*?)\)\."
+    assert re.search(expected, note).group(1) == EVIL_PROTEIN
 
 
 def test_hostile_ids_and_concept_names_stay_text(report):
@@ -191,12 +193,18 @@ def test_hostile_ids_and_concept_names_stay_text(report):
 def test_structure_entry_maps_the_sequence_the_sae_saw(tmp_path):
     source = write_structure(tmp_path / "t.pdb")
     found, note = read_structures(source, {"t.H", "x.Y"})
-    assert list(found) == ["t.H"] and note == f"1 of 2 proteins are not in {source} (x.Y)"
+    assert list(found) == ["t.H"] and note is None
     protein = found["t.H"]
     # A domain the SAE saw inside the chain: residues 6-20 get the activations, the rest of the chain -1.
     entry = structure_entry(protein, SEQUENCE[5:20])
     assert entry["residues"] == [str(k) for k in range(6, 21)]
     assert structure_entry(protein, "WWWW") is None
+    # Per SAE: which of its proteins the source lacks, and which it holds with another sequence.
+    reader = StructureReader(read=lambda source, ids: (found, None))
+    top = [{"protein": "t.H", "sequence": "WWWW"}, {"protein": "x.Y", "sequence": "AC"}]
+    entries, why = reader.structures("src", {0: {"top": top}})
+    assert entries == {} and why == ("1 of 2 proteins are not in src (x.Y); the structures of t.H in the source lack "
+                                     "the sequence the SAE saw or coordinates")  # fmt: skip
     missing, why = read_structures(str(tmp_path / "gone.pdb"), {"t.H"})
     assert missing == {} and why.startswith(f"the proteins' source {tmp_path / 'gone.pdb'} could not be read (")
 

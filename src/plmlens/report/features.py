@@ -316,9 +316,9 @@ def browsed_features(fd: FeatureDir, labels: dict[str, str]) -> tuple[dict[int, 
 
 def read_structures(source: str, ids: set[str]) -> tuple[dict[str, Protein], str | None]:
     """The proteins `ids` of a SOURCE (`plmlens.proteins.iter_proteins`), reading no further than the last
-    one found, and why some or all are missing (one line) or None.
+    one found, and why the source could not be read (one line) or None.
 
-    A source that cannot be read gives what was found before it failed and the reason.
+    A source that fails part way gives what was found before it failed, and the reason.
     """
     if not source:
         return {}, "examples.json does not name the proteins' source"
@@ -332,11 +332,13 @@ def read_structures(source: str, ids: set[str]) -> tuple[dict[str, Protein], str
     except (SourceError, OSError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         return found, f"the proteins' source {source} could not be read ({reason})"
-    missing = sorted(ids - set(found))
-    if missing:
-        listed = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        return found, f"{len(missing)} of {len(ids)} proteins are not in {source} ({listed})"
     return found, None
+
+
+def _listed(names: Iterable[str]) -> str:
+    """At most three names, then "..."."""
+    names = sorted(names)
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def structure_entry(protein: Protein, sequence: str) -> dict | None:
@@ -375,21 +377,26 @@ class StructureReader:
             self.done[source] = self.read(source, self.wanted.get(source, set()))
         found, note = self.done[source]
         entries: dict[str, dict] = {}
+        ids = {top["protein"]: top["sequence"] for entry in features.values() for top in entry["top"]}
         differing = set()
-        for entry in features.values():
-            for top in entry["top"]:
-                protein = found.get(top["protein"])
-                if protein is None or top["protein"] in entries:
-                    continue
-                structure = structure_entry(protein, top["sequence"])
-                if structure is None:
-                    differing.add(top["protein"])
-                else:
-                    entries[top["protein"]] = structure
+        for name, sequence in ids.items():
+            protein = found.get(name)
+            try:
+                structure = structure_entry(protein, sequence) if protein is not None else None
+            except (RuntimeError, ValueError, OSError):  # a structure file gemmi cannot write back
+                structure = None
+            if structure is not None:
+                entries[name] = structure
+            elif protein is not None:
+                differing.add(name)
+        missing = set(ids) - set(found)
+        notes = [note] if note is not None else []
+        if missing and note is None:
+            notes.append(f"{len(missing)} of {len(ids)} proteins are not in {source} ({_listed(missing)})")
         if differing:
-            listed = ", ".join(sorted(differing)[:3]) + (", ..." if len(differing) > 3 else "")
-            note = "; ".join(filter(None, [note, f"{len(differing)} proteins' structures in the source lack the "
-                                                 f"sequence the SAE saw or coordinates ({listed})"]))  # fmt: skip
+            notes.append(f"the structures of {_listed(differing)} in the source lack the sequence the SAE saw or "
+                         "coordinates")  # fmt: skip
+        note = "; ".join(notes) or None
         return entries, note
 
 

@@ -97,10 +97,13 @@
         stage = new NGL.Stage(stageElement, { backgroundColor: "white" });
         window.plmlensStages = (window.plmlensStages || []).concat([stage]);
       }
+      // On a white background: residues the SAE did not see are faded, those it saw go from grey (off) to
+      // vermillion by their B-factor (the activation).
       const scheme = NGL.ColormakerRegistry.addScheme(function () {
         this.atomColor = (atom) => {
-          if (atom.bfactor < 0) { return 0xe8e8e8; }
-          const rgb = heat(atom.bfactor / vmax);
+          if (atom.bfactor < 0) { return 0xeeeeee; }
+          const s = Math.max(0, Math.min(1, atom.bfactor / vmax));
+          const rgb = [180 + (213 - 180) * s, 180 + (94 - 180) * s, 180 * (1 - s)].map(Math.round);
           return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2];
         };
       });
