@@ -218,6 +218,10 @@ def test_without_a_readable_source_the_browser_shows_sequences_and_says_why(tmp_
     assert layer1["structure_note"].startswith(f"the proteins' source {tmp_path / 'gone.pdb'} could not be read")
     off = features_context(tmp_path, structures=False)["saes"][0]
     assert off["structure_note"] == "3D views were left out"
+    # No SAE with concepts yet: no section at all.
+    only_training = tmp_path / "other"
+    write_sae(only_training / "features" / "layer2", "none", concepts=False)
+    assert features_context(only_training) is None and features_context(tmp_path / "no-run") is None
 
 
 def test_feature_table_keeps_matched_and_browsed_features_first(tmp_path, monkeypatch):

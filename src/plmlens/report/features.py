@@ -454,12 +454,13 @@ def features_context(run_dir: str | Path, structures: bool = True) -> dict | Non
     Returns
     -------
     dict or None
-        ``saes``: one context per SAE (random-weight controls after the others); ``ngl``: whether a 3D view
-        is drawn (the page must then inline NGL).
+        ``saes``: one context per SAE (random-weight controls after the others; one without concepts gets its
+        line only); ``ngl``: whether a 3D view is drawn (the page must then inline NGL). None when no SAE has
+        concepts.
     """
     dirs = feature_dirs(run_dir)
-    if not dirs:
-        return None
+    if not any(fd.has_concepts() for fd in dirs):
+        return None  # SAEs still training or matching concepts: nothing to browse yet
     parts = [_sae_parts(fd, index) for index, fd in enumerate(dirs)]
     parts.sort(key=lambda part: (part["control"], part["name"]))
     reader = StructureReader(None if structures else "3D views were left out")
