@@ -21,6 +21,7 @@ from plmlens.analysis import headline_properties
 from plmlens.ioutils import write_text_atomic
 from plmlens.outputs import OutputSet
 from plmlens.report import figures
+from plmlens.report.features import coverage_context
 from plmlens.report.html import Picture, Table, frame_table, render
 from plmlens.report.interactive import HeatmapPanel, head_statistics, panel_of
 from plmlens.report.numbers import fmt_count, fmt_number, fmt_p, fmt_parameters, fmt_percent, is_missing
@@ -526,6 +527,7 @@ def build_compare_html(
         models=_models_html(tables["models"], runs),
         sources=sources,
         explorer=_head_explorer(runs, Path(out_dir)) if panels else None,
+        feature_coverage=coverage_context((run.name, run.path) for run in runs),
         **context,
     )
     return write_text_atomic(Path(staging if staging is not None else out_dir) / "compare.html", text)

@@ -26,6 +26,7 @@ from plmlens.causal.statistics import ablation_groups
 from plmlens.ioutils import write_text_atomic
 from plmlens.report import figures
 from plmlens.report.causal import save_ablation_figure, save_jacobian_figure
+from plmlens.report.features import features_context
 from plmlens.report.html import HeadLink, Picture, Table, frame_table, inline_script, macro, render, table_html
 from plmlens.report.interactive import ExampleSet, HeatmapPanel, explorer_context, panel_of
 from plmlens.report.numbers import fmt_count, fmt_number, fmt_p, fmt_percent
@@ -179,6 +180,7 @@ def build_report(
     examples_note: str | None = None,
     draw_weight: float = 0.1,
     out_dir: str | Path | None = None,
+    feature_structures: bool = True,
 ) -> Path:
     """Write ``RUN_DIR/report.html``: one self-contained offline page.
 
@@ -200,6 +202,9 @@ def build_report(
     out_dir : path, optional
         Where ``report.html`` and ``figures/`` go (default `run_dir`; ``plmlens report`` stages them and moves
         them into the run directory, see `plmlens.outputs`).
+    feature_structures : bool
+        Draw the top-activating proteins of the run's SAE features (``RUN_DIR/features/``) in 3D, their
+        structures re-read from the source their ``examples.json`` names (see `features_context`).
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir
@@ -211,8 +216,9 @@ def build_report(
     if examples is None and examples_note is None:
         examples_note = "no example proteins were given (plmlens report --views draws them)"
     initial = _initial_head(summary, heads)
+    features = features_context(run_dir, structures=feature_structures)
     # NGL is inlined only when something is drawn in 3D, so a report without views needs no NGL install.
-    ngl = bool(examples or views)
+    ngl = bool(examples or views or (features and features["ngl"]))
     text = render(
         "report.html",
         title=f"plmlens report: {model.get('name', 'model')} on {summary.get('data', 'data')}",
@@ -226,6 +232,7 @@ def build_report(
         amino_acids=_amino_acid_section(run, written, summary),
         extra_figures=_registered_figures(run, out_dir / "figures"),
         causal=causal_context(run_dir, out_dir / "figures"),
+        features=features,
         views=[view.context(f"view{k}") for k, view in enumerate(views or [])],
     )
     return write_text_atomic(out_dir / "report.html", text)
