@@ -5,7 +5,7 @@ Two figures:
 1. **Throughput** -- training tokens per second of a TopK SAE of AntiBERTy's shape (d=512, width 4096, k=32,
    batch 4096) for about `--seconds` seconds, on the CPU and on CUDA when available. The normalisation pass
    and the first step (warm-up) are left out of the rate.
-2. **Memory** -- peak resident memory (``ru_maxrss``) of one epoch of training over a memory-mapped float16
+2. **Memory** -- peak resident memory (``VmHWM``) of one epoch of training over a memory-mapped float16
    token file of 200k and of 1M tokens (d=512; a small SAE, width 128, so that the epoch is quick: the
    memory in question is the data's), each in a fresh process. The trainer reads one 65,536-token block at
    a time, so the peak must not grow with the file. Pages of a memory-mapped file that were read count in
@@ -80,6 +80,14 @@ def rss_parts_mb() -> dict[str, float]:
     return parts
 
 
+def high_water_mb() -> float:
+    """``VmHWM``: this process's peak resident memory since it started, MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 class _EnoughError(Exception):
     """Raised from the progress callback once the time is up."""
 
@@ -107,7 +115,7 @@ def throughput(source, device: str, seconds: float, batch_size: int) -> dict:
 def memory_child(path: Path, n_tokens: int, release: bool) -> None:
     """Run in a fresh process: one epoch over the file; print peak memory as JSON."""
     source = MemmapTokens(path, n_tokens, D, release)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = high_water_mb()
     peaks = {"RssAnon": 0.0, "RssFile": 0.0}
 
     def sample(state) -> None:
@@ -118,18 +126,19 @@ def memory_child(path: Path, n_tokens: int, release: bool) -> None:
     _, record = train_sae(source, SAEConfig(d_in=D, width=128, k=8), batch_size=4096, progress=sample, progress_every=1)
     print(json.dumps({
         "n_tokens": n_tokens, "release": release, "tokens_seen": record.tokens_seen,
-        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "max_rss_mb_before": before,
+        "max_rss_mb": high_water_mb(), "max_rss_mb_before": before,
+        "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_rss_anon_mb": peaks["RssAnon"], "peak_rss_file_mb": peaks["RssFile"],
         "seconds": time.perf_counter() - start,
     }))  # fmt: skip
 
 
-def measure_memory(sizes: list[int], directory: Path) -> dict:
+def measure_memory(sizes: list[int], directory: Path, plain: bool) -> dict:
     runs = {}
     for n in sizes:
         path = directory / f"tokens_{n}.f16"
         write_tokens(path, n)
-        for release in (False, True):
+        for release in (False, True) if plain else (True,):
             command = [sys.executable, str(Path(__file__).resolve()), "--memory-child", str(path), str(n)]
             command += ["--release"] if release else []
             done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -148,6 +157,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--memory-sizes", type=int, nargs=2, default=[200_000, 1_000_000], metavar=("SMALL", "LARGE"))
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "memory"])
+    parser.add_argument("--plain", action="store_true", help="also measure memory without releasing pages")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--release", action="store_true", help=argparse.SUPPRESS)
@@ -170,7 +180,7 @@ def main() -> None:
             path.unlink()
         if "memory" not in args.skip:
             print(f"memory: one epoch over {args.memory_sizes} tokens (width 128), fresh process each", flush=True)
-            out["memory"] = measure_memory(args.memory_sizes, Path(tmp))
+            out["memory"] = measure_memory(args.memory_sizes, Path(tmp), args.plain)
 
     print()
     print(f"{'figure':<48} {'value':>12}")
@@ -179,9 +189,11 @@ def main() -> None:
     if "memory" in out:
         small, large = args.memory_sizes
         for suffix, label in (("", "plain memmap"), ("_release", "pages released")):
+            if f"{small}{suffix}" not in out["memory"]:
+                continue
             a, b = out["memory"][f"{small}{suffix}"], out["memory"][f"{large}{suffix}"]
             print(
-                f"{f'max RSS MB {small:,} / {large:,} tokens, {label}':<48} "
+                f"{f'peak RSS MB {small:,} / {large:,} tokens, {label}':<48} "
                 f"{a['max_rss_mb']:>5.0f} / {b['max_rss_mb']:.0f}  (ratio {b['max_rss_mb'] / a['max_rss_mb']:.2f})"
             )
             print(f"{'  peak anonymous RSS MB':<48} {a['peak_rss_anon_mb']:>5.0f} / {b['peak_rss_anon_mb']:.0f}")

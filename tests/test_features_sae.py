@@ -160,6 +160,14 @@ def test_resume_refuses_a_checkpoint_made_otherwise(tmp_path, change, named):
     assert "\n" not in str(error.value)
 
 
+def test_resume_refuses_a_torn_checkpoint(tmp_path):
+    small_run(tmp_path, "run", max_steps=3)
+    record = tmp_path / "run" / "checkpoint.json"
+    record.write_text(record.read_text().replace('"step": 3', '"step": 2'))
+    with pytest.raises(ValueError, match=r"checkpoint\.safetensors: holds step 3, checkpoint\.json says 2"):
+        small_run(tmp_path, "run", resume=True)
+
+
 def test_training_reads_one_block_at_a_time():
     x, _ = planted(n=3000, d=8, atoms=16)
 

@@ -125,10 +125,12 @@ def _is_float(value: Any) -> bool:
 
 def _config_problem(config: SAEConfig) -> str | None:
     """What is wrong with a config (JSON may give any type anywhere), or None."""
-    for name in ("d_in", "width", "k", "dead_tokens", "seed"):
+    for name in ("d_in", "width", "k", "dead_tokens"):
         value = getattr(config, name)
-        if not _is_int(value) or (value < 1 and name != "seed") or value < 0:
+        if not _is_int(value) or value < 1:
             return f"{name} must be a positive integer, not {value!r}"
+    if not _is_int(config.seed) or config.seed < 0:
+        return f"seed must be a nonnegative integer, not {config.seed!r}"
     if config.aux_k is not None and (not _is_int(config.aux_k) or config.aux_k < 1):
         return f"aux_k must be a positive integer, not {config.aux_k!r}"
     if config.activation not in ACTIVATIONS:

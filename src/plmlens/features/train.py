@@ -24,12 +24,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import save as save_tensors
 
 from plmlens.features.sae import SAEConfig, SparseAutoencoder, read_record, read_safetensors
@@ -136,7 +137,6 @@ class TrainRecord:
     seed: int
     completed: bool
     resumed_from_step: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -303,10 +303,15 @@ def _load_checkpoint(directory: Path, settings: dict[str, Any]) -> tuple[dict[st
         differ += [f"config.{key}" for key in sorted(mine.keys() | theirs.keys()) if mine.get(key) != theirs.get(key)]
     if differ:
         raise ValueError(f"{record_path}: made with different settings ({', '.join(differ)}); cannot resume")
-    tensors = read_safetensors(directory / CHECKPOINT_TENSORS)
     step = record.get("step")
     if not isinstance(step, int) or not isinstance(record.get("input_scale"), float):
         raise ValueError(f"{record_path}: damaged (step or input_scale missing)")
+    tensors_path = directory / CHECKPOINT_TENSORS
+    tensors = read_safetensors(tensors_path)
+    with safe_open(str(tensors_path), framework="pt") as handle:
+        saved_step = (handle.metadata() or {}).get("step")
+    if saved_step != str(step):  # a crash between the two atomic writes
+        raise ValueError(f"{tensors_path}: holds step {saved_step}, {CHECKPOINT_RECORD} says {step}; cannot resume")
     return record, tensors
 
 
@@ -502,7 +507,10 @@ def train_sae(
     if tokens.n_tokens < 1 or batch_size < 1 or block_tokens < 1:
         raise ValueError("train_sae: need at least one token, and positive batch_size and block_tokens")
     total = n_tokens_total if n_tokens_total is not None else round(epochs * tokens.n_tokens)
-    settings = _settings(config, tokens, seed=seed, batch_size=batch_size, lr=lr or default_lr(config.width),
+    lr = default_lr(config.width) if lr is None else lr
+    if not lr > 0:
+        raise ValueError(f"train_sae: lr must be positive, not {lr!r}")
+    settings = _settings(config, tokens, seed=seed, batch_size=batch_size, lr=lr,
                          n_steps=max(1, total // batch_size), block_tokens=block_tokens)  # fmt: skip
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     run = _start(tokens, config, settings, checkpoint, resume, device)
