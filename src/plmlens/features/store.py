@@ -17,8 +17,10 @@ model's limit keeps its first residues.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import mmap
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -351,13 +353,29 @@ class LayerTokens:
             lo, hi = self.offsets[k], self.offsets[k + 1]
             if lo >= stop:
                 break
-            pieces.append(self._float32(self.arrays[k][max(start, lo) - lo : min(stop, hi) - lo]))
+            rows = (max(start, lo) - lo, min(stop, hi) - lo)
+            pieces.append(self._float32(self.arrays[k][rows[0] : rows[1]]))
+            _release(self.arrays[k], *rows)
         return np.concatenate(pieces) if pieces else np.zeros((0, self.d), np.float32)
 
     def _float32(self, rows: np.ndarray) -> np.ndarray:
         if self.dtype == "bfloat16":
             return torch.from_numpy(np.array(rows, copy=True)).view(torch.bfloat16).float().numpy()
         return np.asarray(rows, dtype=np.float32)
+
+
+def _release(array: np.memmap, first: int, stop: int) -> None:
+    """Drop the pages of rows ``first:stop`` from this process once copied (they stay in the page cache), so
+    that a pass over a store larger than memory does not count it all as this process's resident memory."""
+    mapping = getattr(array, "_mmap", None)
+    if mapping is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    row = array.shape[1] * array.itemsize
+    # np.memmap maps from the allocation boundary below the data's offset (the .npy header sits before it).
+    start = array.offset % mmap.ALLOCATIONGRANULARITY + first * row
+    low = start // mmap.PAGESIZE * mmap.PAGESIZE
+    with contextlib.suppress(OSError, ValueError):
+        mapping.madvise(mmap.MADV_DONTNEED, low, min(start - low + (stop - first) * row, len(mapping) - low))
 
 
 class ActivationStore:
