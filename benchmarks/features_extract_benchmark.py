@@ -393,7 +393,7 @@ def main() -> None:
     parser.add_argument("--per-batch-rounds", type=int, default=3, help="interleaved per-batch rounds (0: none)")
     parser.add_argument("--memory-n", type=int, default=200, help="N: memory over N and 4N proteins")
     parser.add_argument("--skip", nargs="*", default=[], choices=["overhead", "memory", "cuda"])
-    parser.add_argument("--quick", action="store_true", help="smaller run (about 4 minutes on two shared cores)")
+    parser.add_argument("--quick", action="store_true", help="smaller run (about 5 minutes on two shared cores)")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
