@@ -48,10 +48,16 @@ FEATURES = [(0, 0.05, 3.2, "cdr_h3", 0.81, 0.9, 0.74, 0.5, True, False),
 CONCEPTS = [("cdr_h3", "CDR H3", 120, 0, 0.81, 0.5, "0:0.81;3:0.55;7:0.45", "137+", 0.42, 0.05, 0.2, 0.3, 2, False),
             ("helix", "Helix", 300, 1, 0.62, 0.2, "1:0.62;5:0.3", "88-", 0.55, 0.1, None, 0.66, 1, True),
             (EVIL, EVIL, 40, 2, 0.12, 0.3, "2:0.12", "3+", 0.1, 0.02, None, 0.08, 0, False)]  # fmt: skip
-SUMMARY = {"layer": 1, "n_features": 8, "n_neurons": 16, "concepts": ["cdr_h3", "helix", EVIL],
+#: As `plmlens.features.workflow.run_concepts` writes it.
+SUMMARY = {"layer": 1, "n_features": 8, "n_neurons": 16, "concept_names": ["cdr_h3", "helix", EVIL],
            "source": "synthetic labels", "n_proteins": {"validation": 7, "test": 9},
-           "matched": {"features": 2, "neurons": 1, "shuffled": 0, "random_model": 1, "position": 1},
-           "features_matched": 3, "positional_matches": 1, "thresholds": [0, 0.15, 0.5], "match_f1": 0.5}  # fmt: skip
+           "matched_concepts": {"features": 2, "neurons": 1, "shuffled": 0, "random_model": 1, "position": 1},
+           "matched_beyond_position": {"features": 1, "neurons": 0, "shuffled": 0, "random_model": 1},
+           "features_matched": 3, "matches": 3, "matches_beyond_position": 2, "thresholds": [0, 0.15, 0.5],
+           "match_f1": 0.5,
+           "evaluation": {"fraction_variance_explained": 0.83, "mean_l0": 2.0, "n_dead": 1, "n_dense": 0},
+           "fidelity": {"loss_intact": 1.1, "loss_sae": 1.4, "loss_zero": 5.0, "loss_mean": 3.2,
+                        "loss_recovered_zero": 0.92, "loss_recovered_mean": 0.85}}  # fmt: skip
 #: Feature 0 fires on residues 11-15 of the structure's chain, most on 13.
 PEAK = [0.0] * 10 + [1.0, 2.0, 3.2, 2.0, 1.0] + [0.0] * 15
 REGIONS = ["fr_h1"] * 10 + ["cdr_h1"] * 5 + ["fr_h2"] * 15
@@ -70,15 +76,13 @@ def write_sae(directory, source: str, *, name: str = "synthetic", random_init: b
               concepts: bool = True, evaluation: bool = True) -> FeatureDir:  # fmt: skip
     """An SAE directory in the files' formats (the contract of plmlens issue 20)."""
     directory.mkdir(parents=True)
+    metadata = {"model": {"name": name, "random_init": random_init}, "layer": layer, "training": {}}
     record = {"format": "plmlens-sae/1", "config": {"d_in": 16, "width": 8, "k": 2, "activation": "topk"},
-              "model": {"name": name, "random_init": random_init}, "layer": layer, "training": {}}  # fmt: skip
+              "metadata": metadata}  # fmt: skip
     (directory / "sae.json").write_text(json.dumps(record))
     if evaluation:
-        fidelity = {"loss_intact": 1.1, "loss_sae": 1.4, "loss_zero": 5.0, "loss_mean": 3.2,
-                    "loss_recovered_zero": 0.92, "loss_recovered_mean": 0.85}  # fmt: skip
-        (directory / "evaluation.json").write_text(
-            json.dumps({"fve": 0.83, "l0": 2.0, "dead": 1, "dense": 0, "fidelity": fidelity})
-        )
+        training = {"fraction_variance_explained": 0.9, "mean_l0": 2.0, "n_dead": 0, "n_dense": 1}
+        (directory / "evaluation.json").write_text(json.dumps({"training_tokens": training}))
     if not concepts:
         return FeatureDir(directory)
     out = directory / "concepts"
@@ -89,7 +93,7 @@ def write_sae(directory, source: str, *, name: str = "synthetic", random_init: b
     columns = ["concept", "label", "n_positive", "feature", "f1", "threshold", "top_features", "neuron", "neuron_f1",
                "shuffled_f1", "random_model_f1", "position_f1", "n_matched_features", "positional"]  # fmt: skip
     pd.DataFrame(CONCEPTS, columns=columns).to_csv(out / "concepts.csv", index=False)
-    (out / "summary.json").write_text(json.dumps({"model": record["model"], **SUMMARY, "layer": layer}))
+    (out / "summary.json").write_text(json.dumps({"model": metadata["model"], **SUMMARY, "layer": layer}))
     structure = {"protein": "t.H", "max": 3.2, "activations": PEAK, "sequence": SEQUENCE, "regions": REGIONS,
                  "imgt": [str(k) for k in range(1, 31)]}  # fmt: skip
     hostile = {"protein": EVIL_PROTEIN, "max": 0.5, "activations": [0.5] * 10, "sequence": "ACDEFGHIKL",
@@ -136,18 +140,20 @@ def sae_data(text: str) -> list[dict]:
 def test_features_section_shows_the_saes_numbers(report):
     text = report
     page = html.unescape(markup_of(text))
-    assert "synthetic L1: width 8, k 2, topk, input 16; variance explained 83.0%, L0 2, dead 1, dense 0; loss " \
-           "recovered 92.0% against zero ablation, 85.0% against mean ablation (loss 1.1 intact, 1.4 through the " \
-           "SAE)." in page  # fmt: skip
-    assert ("2 of 3 concepts matched by features (F1 ≥ 0.5), 1 by single neurons; controls: shuffled 0, "
-            "random-weight model 1, position-only 1; 1 matches not better than position; 3 features match a "
-            "concept.") in page  # fmt: skip
+    assert "synthetic L1: width 8, k 2, topk, input 16; on held-out proteins: variance explained 83.0%, L0 2, " \
+           "dead 1, dense 0; loss recovered 92.0% against zero ablation, 85.0% against mean ablation (loss 1.1 " \
+           "intact, 1.4 through the SAE)." in page  # fmt: skip
+    assert ("2 of 3 concepts matched by features (F1 ≥ 0.5; 1 above the position-only F1), 1 by single neurons "
+            "(0 above position); controls: shuffled 0, random-weight model 1, position-only 1; 2 of 3 "
+            "feature–concept matches beat position; 3 features match a concept.") in page  # fmt: skip
     assert "Thresholds chosen on 7 validation proteins, F1 measured on 9 test proteins of synthetic labels." in page
     # Sub-sections: the SAE, then the one without concepts, then the random-weight control last.
     headings = re.findall(r"<h3>(.*?)</h3>", page.split('<section id="features">')[1])
     assert headings == ["layer1", "layer2", "layer1-random (control: random-weight model)"]
-    assert "synthetic (random init) L1: width 8, k 2, topk, input 16; not evaluated (no evaluation.json)." in page
+    assert "synthetic (random init) L1: width 8, k 2, topk, input 16; on held-out proteins: variance" in page
     assert "No concepts yet (plmlens features concepts writes them)." in page
+    assert "synthetic L2: width 8, k 2, topk, input 16; on training residues: variance explained 90.0%, L0 2, " \
+           "dead 0, dense 1." in page  # fmt: skip
     layer1 = markup_of(text).split('data-sae="sae0"')[1].split('<section class="sae"')[0]
     concept_rows = re.findall(r'<tr data-concept="[^"]*">(.*?)</tr>', layer1)
     cells = [re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", concept_rows[0])]

@@ -367,8 +367,11 @@ class FeatureDir:
         return (self.path / CONCEPTS_PLACE / SUMMARY).is_file()
 
     def sae_record(self) -> dict:
-        """``sae.json``: the SAE's config and where it came from (model, layer, training)."""
-        return self._json(self.path / SAE_RECORD, "sae")
+        """``sae.json``: the SAE's ``config`` and, beside it, where it came from (``model``, ``layer``,
+        ``training``: the metadata `plmlens.features.sae.save_sae` stores)."""
+        record = self._json(self.path / SAE_RECORD, "sae")
+        metadata = record.get("metadata")
+        return {**metadata, **record} if isinstance(metadata, dict) else record
 
     def evaluation(self) -> dict | None:
         """``evaluation.json`` when the SAE was evaluated (variance explained, L0, fidelity)."""

@@ -399,7 +399,7 @@ def analyze(
                 if items:
                     _run_items(adapter, acc, items, prepared, max_length, state, done, signals)
                     if adapter.device.type == "cpu":
-                        _release_freed_memory()
+                        release_freed_memory()
                 if window_end is not None:
                     done.complete_below = window_end
                     done.done = {k for k in done.done if k >= done.complete_below}
@@ -701,7 +701,7 @@ def _result(
     return AnalysisResult(acc, alpha=alpha, info=info)
 
 
-def _release_freed_memory() -> None:
+def release_freed_memory() -> None:
     """Hand memory freed by the last batch back to the OS (glibc only).
 
     Attention blocks of varying size are allocated by the model's worker thread and freed by this one;

@@ -1,7 +1,8 @@
 """The ``plmlens`` command: a thin layer over the library (all logic lives in the subpackages).
 
 One module per command group: `proteins` (describe, sources), `models`, `analyze` (analyze, merge),
-`probe`, `causal` (ablate, jacobian), `report` (report, show), `compare` and `demo`.
+`probe`, `causal` (ablate, jacobian), `features` (extract, train, concepts, show, repertoire), `report`
+(report, show), `compare` and `demo`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 import sys
 import warnings
 
-from plmlens.cli import analyze, causal, compare, demo, models, probe, proteins, report  # noqa: F401 -- registers the commands
+from plmlens.cli import analyze, causal, compare, demo, features, models, probe, proteins, report  # noqa: F401 -- registers the commands
 from plmlens.cli.common import app, console, default_source, escape_text, fail, printable
 from plmlens.outputs import Interrupted
 

@@ -40,6 +40,7 @@ from plmlens.analysis.run import (
     default_max_tokens,
     numbered_items,
     planned_batches,
+    release_freed_memory,
 )
 from plmlens.distributed import ProcessGroup
 from plmlens.ioutils import write_bytes_atomic, write_text_atomic
@@ -136,6 +137,7 @@ class _PartWriter:
         # Done once on disk: a protein buffered when the run stops is computed again on resume.
         self.done.done.update(buffer.positions)
         buffer.clear()
+        release_freed_memory()  # the part's many small arrays, freed, would otherwise stay with the process
 
     def record(self, state: RunState) -> None:
         self.done.counters = {"n_proteins": state.n_proteins, "n_residues": state.n_residues,

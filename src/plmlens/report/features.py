@@ -105,21 +105,34 @@ def is_control(fd: FeatureDir) -> bool:
     return isinstance(model, dict) and bool(model.get("random_init"))
 
 
+def _held_out(fd: FeatureDir) -> tuple[dict, dict]:
+    """The SAE's reconstruction figures and fidelity: on the held-out labelled proteins of its concepts when
+    they ran (``concepts/summary.json``), else on its training residues (``evaluation.json``)."""
+    if fd.has_concepts():
+        summary = fd.concepts_summary()
+        evaluation, fidelity = summary.get("evaluation"), summary.get("fidelity")
+        return (evaluation if isinstance(evaluation, dict) else {}), (fidelity if isinstance(fidelity, dict) else {})
+    record = fd.evaluation() or {}
+    training = record.get("training_tokens")
+    return (training if isinstance(training, dict) else {}), {}
+
+
 def sae_line(fd: FeatureDir) -> str:
-    """The SAE in one line: model, layer, width, k, activation; with ``evaluation.json``, the variance
-    explained, L0, dead and dense latents and the loss recovered."""
+    """The SAE in one line: model, layer, width, k, activation; the variance explained, L0, dead and dense
+    latents (held-out where its concepts ran) and the loss recovered."""
     record = fd.sae_record()
     config = record.get("config") if isinstance(record.get("config"), dict) else {}
     parts = [f"{sae_title(fd)}: width {fmt_count(_integer(config.get('width')))}, k {config.get('k', '–')}, "
              f"{config.get('activation', 'activation?')}, input {fmt_count(_integer(config.get('d_in')))}"]  # fmt: skip
-    evaluation = fd.evaluation()
-    if evaluation is None:
-        parts.append("not evaluated (no evaluation.json)")
+    evaluation, fidelity = _held_out(fd)
+    if not evaluation:
+        parts.append("not evaluated")
         return "; ".join(parts)
-    parts.append(f"variance explained {fmt_percent(_real(evaluation.get('fve')))}, "
-                 f"L0 {fmt_number(_real(evaluation.get('l0')))}, dead {fmt_count(_integer(evaluation.get('dead')))}, "
-                 f"dense {fmt_count(_integer(evaluation.get('dense')))}")  # fmt: skip
-    fidelity = evaluation.get("fidelity") if isinstance(evaluation.get("fidelity"), dict) else {}
+    where = "held-out proteins" if fd.has_concepts() else "training residues"
+    fve, l0 = _real(evaluation.get("fraction_variance_explained")), _real(evaluation.get("mean_l0"))
+    dead, dense = _integer(evaluation.get("n_dead")), _integer(evaluation.get("n_dense"))
+    parts.append(f"on {where}: variance explained {fmt_percent(fve)}, L0 {fmt_number(l0)}, dead {fmt_count(dead)}, "
+                 f"dense {fmt_count(dense)}")  # fmt: skip
     if fidelity:
         parts.append(f"loss recovered {fmt_percent(_real(fidelity.get('loss_recovered_zero')))} against zero "
                      f"ablation, {fmt_percent(_real(fidelity.get('loss_recovered_mean')))} against mean ablation "
@@ -134,23 +147,27 @@ def match_f1(summary: dict) -> float:
     return value if value is not None else MATCH_F1
 
 
+def _counts(summary: dict, key: str) -> dict:
+    value = summary.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def coverage_line(summary: dict) -> str:
-    """How many concepts the SAE's features match, beside single neurons and the controls, in one line."""
-    matched = summary.get("matched") if isinstance(summary.get("matched"), dict) else {}
-    concepts = summary.get("concepts") if isinstance(summary.get("concepts"), list) else []
-    count = lambda key: fmt_count(_integer(matched.get(key)))  # noqa: E731
-    random_model = matched.get("random_model")
-    random_text = f"random-weight model {count('random_model')}" if random_model is not None else (
-        "random-weight model not run")  # fmt: skip
-    of = f" of {len(concepts)}" if concepts else ""
-    line = (f"{count('features')}{of} concepts matched by features (F1 ≥ {fmt_number(match_f1(summary))}), "
-            f"{count('neurons')} by single neurons; controls: shuffled {count('shuffled')}, {random_text}, "
-            f"position-only {count('position')}; {fmt_count(_integer(summary.get('positional_matches')))} matches "
-            "not better than position")  # fmt: skip
-    features = _integer(summary.get("features_matched"))
-    if features is not None:
-        line += f"; {fmt_count(features)} features match a concept"
-    return line + "."
+    """How many concepts the SAE's features match, beside single neurons and the controls, in one line; each
+    with how many of them beat the position-only predictor."""
+    matched, beyond = _counts(summary, "matched_concepts"), _counts(summary, "matched_beyond_position")
+    names = summary.get("concept_names")
+    of = f" of {len(names)}" if isinstance(names, list) else ""
+    count = lambda table, key: fmt_count(_integer(table.get(key)))  # noqa: E731
+    random_text = (f"random-weight model {count(matched, 'random_model')}" if matched.get("random_model") is not None
+                   else "random-weight model not run")  # fmt: skip
+    return (f"{count(matched, 'features')}{of} concepts matched by features (F1 ≥ {fmt_number(match_f1(summary))}; "
+            f"{count(beyond, 'features')} above the position-only F1), {count(matched, 'neurons')} by single neurons "
+            f"({count(beyond, 'neurons')} above position); controls: shuffled {count(matched, 'shuffled')}, "
+            f"{random_text}, position-only {count(matched, 'position')}; "
+            f"{fmt_count(_integer(summary.get('matches_beyond_position')))} of "
+            f"{fmt_count(_integer(summary.get('matches')))} feature–concept matches beat position; "
+            f"{fmt_count(_integer(summary.get('features_matched')))} features match a concept.")  # fmt: skip
 
 
 def proteins_line(summary: dict) -> str:
@@ -541,7 +558,7 @@ def coverage_context(runs: Iterable[tuple[str, Path]]) -> dict | None:
         rows.append({"concept": concept, "label": label, "cells": cells})
     matched = []
     for column in columns:
-        counts = column["summary"].get("matched") if isinstance(column["summary"].get("matched"), dict) else {}
+        counts = _counts(column["summary"], "matched_concepts")
         total = len(column["table"])
         matched.append([f"{fmt_count(_integer(counts.get(key)))} of {total}" for key in ("features", "neurons",
                                                                                          "position")])  # fmt: skip
