@@ -54,7 +54,7 @@ SUMMARY = {"layer": 1, "n_features": 8, "n_neurons": 16, "concept_names": ["cdr_
            "matched_concepts": {"features": 2, "neurons": 1, "shuffled": 0, "random_model": 1, "position": 1},
            "matched_beyond_position": {"features": 1, "neurons": 0, "shuffled": 0, "random_model": 1},
            "features_matched": 3, "matches": 3, "matches_beyond_position": 2, "thresholds": [0, 0.15, 0.5],
-           "match_f1": 0.5,
+           "match_f1": 0.5, "beyond_controls": ["cdr_h3"],
            "evaluation": {"fraction_variance_explained": 0.83, "mean_l0": 2.0, "n_dead": 1, "n_dense": 0},
            "fidelity": {"loss_intact": 1.1, "loss_sae": 1.4, "loss_zero": 5.0, "loss_mean": 3.2,
                         "loss_recovered_zero": 0.92, "loss_recovered_mean": 0.85}}  # fmt: skip
@@ -145,7 +145,8 @@ def test_features_section_shows_the_saes_numbers(report):
            "intact, 1.4 through the SAE)." in page  # fmt: skip
     assert ("2 of 3 concepts matched by features (F1 ≥ 0.5; 1 above the position-only F1), 1 by single neurons "
             "(0 above position); controls: shuffled 0, random-weight model 1, position-only 1; 2 of 3 "
-            "feature–concept matches beat position; 3 features match a concept.") in page  # fmt: skip
+            "feature–concept matches beat position; 3 features match a concept. Matched above every control "
+            "(shuffled concepts, random-weight model, position alone): cdr_h3.") in page  # fmt: skip
     assert "Thresholds chosen on 7 validation proteins, F1 measured on 9 test proteins of synthetic labels." in page
     # Sub-sections: the SAE, then the one without concepts, then the random-weight control last.
     headings = re.findall(r"<h3>(.*?)</h3>", page.split('<section id="features">')[1])

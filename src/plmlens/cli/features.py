@@ -23,6 +23,7 @@ from plmlens.cli.common import (
     escape_text,
     fail,
     load_model_or_exit,
+    out,
     print_start,
     progress_bar,
     run_errors,
@@ -243,7 +244,8 @@ def show_command(
         raise fail(str(error)) from None
     for row in rows:
         cells = "  ".join(f"f{f} {a:.2f}{' (' + c + ')' if c else ''}" for f, a, c in row["features"])
-        console.print(f"{row['index']:>4} {row['residue']}  {escape_text(cells)}", highlight=False)
+        # The result, on stdout (progress and notes go to stderr).
+        out.print(f"{row['index']:>4} {row['residue']}  {escape_text(cells)}", highlight=False, soft_wrap=True)
 
 
 @features_app.command("repertoire")

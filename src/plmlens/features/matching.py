@@ -43,6 +43,8 @@ from plmlens.features.store import ActivationStore
 from plmlens.proteins import Protein
 from plmlens.proteins.positions import position_keys
 
+#: The controls as sentences name them.
+CONTROL_NAMES = {"shuffled": "shuffled concepts", "random_model": "random-weight model", "position": "position alone"}
 #: Proteins kept per browsed feature, and bins of its activation histogram.
 TOP_PROTEINS = 5
 HISTOGRAM_BINS = 20
@@ -140,6 +142,7 @@ def match_concepts(
     everything = {"features": tables["features"], "neurons": tables["neurons"], **control_tables}
     summary["matched_beyond_position"] = {name: _beyond_position(table, position_f1) for name, table in
                                           everything.items()}  # fmt: skip
+    summary["beyond_controls"] = _beyond_controls(summary["concepts"], list(control_tables))
     concepts = _concepts_table(tables, control_tables, position_f1, names, counts["features"])
     feature_rows = _features_table(tables["features"], features)
     browsed = _browsed(tables["features"])
@@ -157,6 +160,30 @@ def _beyond_position(table: pd.DataFrame, position_f1: Mapping[str, float]) -> i
     floor = table["concept"].map(lambda c: np.nan_to_num(position_f1.get(c, np.nan))).astype(float)
     beyond = table["matched"].to_numpy() & (table["test_f1"].to_numpy() > floor.to_numpy())
     return int(table.loc[beyond, "concept"].nunique())
+
+
+def _beyond_controls(per_concept: Mapping[str, dict], controls: list[str]) -> list[str]:
+    """The concepts the features match (test F1 ≥ `MATCH_F1`) with a test F1 above every control's best and above
+    the position-only predictor: what only the trained model's features carry."""
+    beyond = []
+    for name, entry in per_concept.items():
+        mine = entry["features"]["best_test_f1"]
+        floors = [entry[c]["best_test_f1"] for c in controls] + [entry.get("position")]
+        if mine is not None and mine >= MATCH_F1 and all(mine > (f if f is not None else 0.0) for f in floors):
+            beyond.append(name)
+    return beyond
+
+
+def verdict(summary: dict) -> str:
+    """What the counts say, in one sentence: the concepts features match above every control, or that none
+    is."""
+    above = summary.get("beyond_controls") or []
+    controls = [name for name in summary["matched_concepts"] if name not in ("features", "neurons")]
+    against = ", ".join(CONTROL_NAMES.get(c, c) for c in controls)
+    if not above:
+        return (f"No concept is matched above every control ({against}): what these features match, the controls "
+                "reach too.")  # fmt: skip
+    return f"Matched above every control ({against}): {', '.join(above)}."
 
 
 def _states(store: ActivationStore, layer: int, proteins: Mapping[str, Protein]):

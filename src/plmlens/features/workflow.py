@@ -16,7 +16,7 @@ import torch
 
 from plmlens.features.concepts import MATCH_F1, TEST, split_proteins
 from plmlens.features.fidelity import fidelity
-from plmlens.features.matching import ConceptResult, match_concepts
+from plmlens.features.matching import ConceptResult, match_concepts, verdict
 from plmlens.features.sae import load_sae
 from plmlens.features.store import ActivationStore, extract
 from plmlens.features.train import evaluate_sae
@@ -43,16 +43,17 @@ class ConceptsRun:
         (directory / SUMMARY).write_text(json.dumps(self.summary, indent=2, default=_plain) + "\n")
 
     def headline(self) -> str:
-        """One line: concepts matched by features and by neurons (and beyond position), the controls'
-        matches, and the loss recovered."""
+        """The counts of concepts matched by features, neurons and each control, then the verdict they
+        support: which concepts the features match above every control."""
         matched, beyond = self.summary["matched_concepts"], self.summary["matched_beyond_position"]
         controls = ", ".join(f"{name} {matched[name]}" for name in matched if name not in ("features", "neurons"))
         fid = self.summary.get("fidelity") or {}
         recovered = fid.get("loss_recovered_mean")
         loss = f"; loss recovered {recovered:.2f} (against mean ablation)" if recovered is not None else ""
-        return (f"{matched['features']} of {len(self.summary['concept_names'])} concepts matched by features "
-                f"(test F1 ≥ {MATCH_F1}; {beyond['features']} above the position-only F1), {matched['neurons']} by "
-                f"single neurons ({beyond['neurons']} above position); controls: {controls}{loss}")  # fmt: skip
+        counts = (f"{matched['features']} of {len(self.summary['concept_names'])} concepts matched by features "
+                  f"(test F1 ≥ {MATCH_F1}; {beyond['features']} above the position-only F1), {matched['neurons']} "
+                  f"by single neurons ({beyond['neurons']} above position); controls: {controls}{loss}.")  # fmt: skip
+        return f"{counts}\n{verdict(self.summary)}"
 
 
 def _plain(value):

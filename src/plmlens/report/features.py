@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from plmlens.features.matching import verdict
 from plmlens.proteins import Protein, SourceError, iter_proteins
 from plmlens.report.numbers import fmt_count, fmt_number, fmt_percent, is_missing
 from plmlens.report.view import ViewerError, marked_chain_pdb, ngl_javascript
@@ -167,7 +168,8 @@ def coverage_line(summary: dict) -> str:
             f"{random_text}, position-only {count(matched, 'position')}; "
             f"{fmt_count(_integer(summary.get('matches_beyond_position')))} of "
             f"{fmt_count(_integer(summary.get('matches')))} feature–concept matches beat position; "
-            f"{fmt_count(_integer(summary.get('features_matched')))} features match a concept.")  # fmt: skip
+            f"{fmt_count(_integer(summary.get('features_matched')))} features match a concept."
+            + (f" {verdict(summary)}" if "beyond_controls" in summary else ""))  # fmt: skip
 
 
 def proteins_line(summary: dict) -> str:
