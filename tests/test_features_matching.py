@@ -168,6 +168,9 @@ def test_commands_refuse_to_replace_and_name_bad_inputs(pipeline):
     assert wrong.exit_code == 2 and "layer 2 was not extracted" in wrong.output and "Traceback" not in wrong.output
     nothing = runner.invoke(app, ["features", "train", str(root / "nowhere"), "--layer", "1", "--out", str(root / "y")])
     assert nothing.exit_code == 2 and "activations.json: missing" in nothing.output
+    not_sae = runner.invoke(app, ["features", "concepts", str(root / "store"), "--data", str(root / "eval.fasta")])
+    assert not_sae.exit_code == 2 and "not an SAE (no sae.json" in not_sae.output
+    assert not (root / "store" / "concepts").exists()
     bad_layers = runner.invoke(app, ["features", "extract", "--model", "m", "--data", str(root / "eval.fasta"),
                                      "--layers", "one", "--out", str(root / "z")])  # fmt: skip
     assert bad_layers.exit_code == 2 and "--layers" in bad_layers.output

@@ -63,7 +63,7 @@ def extract_command(
     """Stream per-residue hidden states of the chosen layers to float16 shards (memory-mapped on read), with
     the batch plan, torchrun sharding and --resume of `analyze`."""
     from plmlens.distributed import destroy_process_group, init_process_group
-    from plmlens.features.store import STORE_NAMES, ExtractionInterrupted, extract, remove_parts
+    from plmlens.features.store import STORE_NAMES, ExtractionInterrupted, clear_store, extract
     from plmlens.models import resolve_device
     from plmlens.proteins import SourceError, iter_records
 
@@ -79,7 +79,7 @@ def extract_command(
     claim = claim_or_exit(out_dir, OutputSet(STORE_NAMES, record=STORE_NAMES[0]), overwrite=overwrite,
                           resume=resume) if group.is_main else None  # fmt: skip
     if claim is not None and not resume:
-        remove_parts(out_dir)
+        clear_store(out_dir)
     group.barrier()
     adapter = load_model_or_exit(model, str(torch_device), random_init=random_init, init_seed=init_seed)
     if group.is_main:
@@ -210,9 +210,12 @@ def concepts_command(
     proteins (InterPLM's protocol: threshold chosen on validation proteins, F1 on test proteins), with the
     shuffled, position-only and random-model controls, and the SAE's fidelity; writes SAE_DIR/concepts/."""
     from plmlens.features.workflow import ConceptsError, run_concepts
-    from plmlens.rundir import CONCEPTS, CONCEPTS_PLACE
+    from plmlens.rundir import CONCEPTS, CONCEPTS_PLACE, FeatureDir
 
     names = [c.strip() for c in concepts.split(",") if c.strip()] if concepts else None
+    for directory in (sae_dir, control):
+        if directory is not None and not FeatureDir(directory).is_sae():
+            raise fail(f"{directory}: not an SAE (no sae.json; `plmlens features train --out` writes one)")
     claim = claim_or_exit(sae_dir / CONCEPTS_PLACE, CONCEPTS.outputs, overwrite=overwrite)
     with claim, run_errors(data):
         try:

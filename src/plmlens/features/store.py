@@ -444,9 +444,13 @@ class ActivationStore:
                          self.index[["rank", "part", "offset"]].itertuples(index=False)], dtype=np.int64)  # fmt: skip
 
 
-def remove_parts(directory: str | Path) -> None:
-    """Remove an earlier extraction's parts (``--overwrite``)."""
-    parts = Path(directory) / PARTS
+def clear_store(directory: str | Path) -> None:
+    """Remove an earlier store (``--overwrite``): its record first, so that no reader takes the rest for a
+    finished store, then its index and parts."""
+    directory = Path(directory)
+    for name in (STORE_RECORD, STORE_INDEX):
+        (directory / name).unlink(missing_ok=True)
+    parts = directory / PARTS
     if parts.is_dir():
         for path in parts.iterdir():
             path.unlink()

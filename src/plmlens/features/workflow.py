@@ -122,7 +122,7 @@ def run_concepts(
             f"layer {layer}")  # fmt: skip
         result = match_concepts(sae, store, layer, by_id, names=names, seed=seed, controls=controls)
         evaluation = evaluate_sae(sae, store.tokens(layer))
-        mean = store.tokens(layer).read(0, store.tokens(layer).n_tokens).mean(axis=0)
+        mean = _mean_state(store, layer)
     finally:
         for path in temporary:
             shutil.rmtree(path, ignore_errors=True)
@@ -135,6 +135,15 @@ def run_concepts(
         summary["fidelity"] = fidelity(adapter, sae, test, layer, mean=mean, seed=seed)
     result.examples["source"] = data
     return ConceptsRun(result, summary)
+
+
+def _mean_state(store: ActivationStore, layer: int, block: int = 65_536) -> np.ndarray:
+    """The mean residue state of a layer, read a block at a time (the mean ablation's state)."""
+    tokens = store.tokens(layer)
+    total = np.zeros(tokens.d, dtype=np.float64)
+    for start in range(0, tokens.n_tokens, block):
+        total += tokens.read(start, start + block).sum(axis=0, dtype=np.float64)
+    return (total / max(tokens.n_tokens, 1)).astype(np.float32)
 
 
 def show_protein(sae_dir: Path, *, sequence: str | None, structure: Path | None, top: int = 3,
