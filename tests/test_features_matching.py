@@ -114,6 +114,10 @@ def test_a_concept_tied_to_a_position_is_flagged_positional():
     )
 
 
+def summary_of(root) -> dict:
+    return json.loads((root / "sae" / "concepts" / "summary.json").read_text())
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """A tiny BERT (with its head), a FASTA of training sequences and one of evaluation sequences, through
@@ -142,6 +146,8 @@ def test_extract_train_concepts_write_what_the_report_reads(pipeline):
         assert result.exit_code == 0, result.output
     assert "120 proteins" in results[0].output and "variance explained" in results[1].output
     assert "concepts matched by features" in results[2].output and "loss recovered" in results[2].output
+    verdict_line = "Matched above every control" if summary_of(root)["beyond_controls"] else "No concept is matched"
+    assert verdict_line in results[2].output and "\\n" not in results[2].output
     sae = FeatureDir(root / "sae")
     record = sae.sae_record()
     assert record["layer"] == 1 and record["config"]["width"] == 64 and record["model"]["random_init"] is False

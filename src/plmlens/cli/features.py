@@ -225,7 +225,8 @@ def concepts_command(
         except ConceptsError as error:
             raise fail(str(error)) from None
         commit_or_exit(claim, result.save)
-    console.print(escape_text(result.headline()), highlight=False)
+    for line in result.headline().splitlines():
+        console.print(escape_text(line), highlight=False)
 
 
 @features_app.command("show")

@@ -16,7 +16,7 @@ import torch
 
 from plmlens.features.concepts import MATCH_F1, TEST, split_proteins
 from plmlens.features.fidelity import fidelity
-from plmlens.features.matching import ConceptResult, match_concepts, verdict
+from plmlens.features.matching import CONTROL_NAMES, ConceptResult, match_concepts, verdict
 from plmlens.features.sae import load_sae
 from plmlens.features.store import ActivationStore, extract
 from plmlens.features.train import evaluate_sae
@@ -46,7 +46,8 @@ class ConceptsRun:
         """The counts of concepts matched by features, neurons and each control, then the verdict they
         support: which concepts the features match above every control."""
         matched, beyond = self.summary["matched_concepts"], self.summary["matched_beyond_position"]
-        controls = ", ".join(f"{name} {matched[name]}" for name in matched if name not in ("features", "neurons"))
+        controls = ", ".join(f"{CONTROL_NAMES.get(name, name)} {matched[name]}" for name in matched
+                             if name not in ("features", "neurons"))  # fmt: skip
         fid = self.summary.get("fidelity") or {}
         recovered = fid.get("loss_recovered_mean")
         loss = f"; loss recovered {recovered:.2f} (against mean ablation)" if recovered is not None else ""
