@@ -44,7 +44,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -57,6 +56,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# The peak-memory probes of the analyze benchmark (this script runs from benchmarks/, beside it).
+from analyze_benchmark import high_water_mb, max_rss_mb, reset_peak_rss
 from plmlens.analysis.run import WINDOW_BATCHES, default_max_tokens, pack_batches
 from plmlens.features.store import PART_RESIDUES, extract
 from plmlens.models import load_model
@@ -233,30 +234,6 @@ def measure_overhead(adapter, proteins: list[Protein], args: argparse.Namespace,
 
 
 # -- memory --------------------------------------------------------------------------------------------
-
-
-def max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
-
-
-def reset_peak_rss() -> bool:
-    """Reset the process's RSS high-water mark (Linux ``clear_refs``), so the next peak is extract's own."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return high_water_mb() is not None
-
-
-def high_water_mb() -> float | None:
-    """``VmHWM``, the high-water mark that ``clear_refs`` resets (``ru_maxrss`` cannot be reset)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def memory_child(n: int, args: argparse.Namespace) -> None:

@@ -106,8 +106,7 @@ def match_concepts(
     """
     ids = [i for i in store.index["id"].astype(str) if i in proteins]
     splits = split_proteins(ids, seed)
-    names = _defined_concepts(proteins, ids, concept_names(names))
-    matrices = {i: concept_matrix(proteins[i], names) for i in ids}
+    names, matrices = _defined_concepts(proteins, ids, concept_names(names))
     width = int(sae.config.width)
     features, neurons = ActivationRange(width), ActivationRange(store.d)
     predictor = PositionalPredictor(names)
@@ -192,13 +191,18 @@ def _states(store: ActivationStore, layer: int, proteins: Mapping[str, Protein])
             yield protein_id, states
 
 
-def _defined_concepts(proteins: Mapping[str, Protein], ids: list[str], names: list[str]) -> list[str]:
-    """The concepts that hold somewhere in the proteins (the rest cannot be matched and are left out)."""
+def _defined_concepts(
+    proteins: Mapping[str, Protein], ids: list[str], names: list[str]
+) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The concepts that hold somewhere in the proteins (the rest cannot be matched and are left out), and
+    each protein's `concept_matrix` of them."""
+    matrices = {protein_id: concept_matrix(proteins[protein_id], names) for protein_id in ids}
     present = np.zeros(len(names), dtype=bool)
-    for protein_id in ids:
-        values, _ = concept_matrix(proteins[protein_id], names)
+    for values, _ in matrices.values():
         present |= values.any(axis=0)
-    return [name for name, kept in zip(names, present, strict=True) if kept]
+    kept = np.flatnonzero(present)
+    chosen = {k: (values[:, kept], defined[:, kept]) for k, (values, defined) in matrices.items()}
+    return [names[j] for j in kept], chosen
 
 
 class _TopProteins:

@@ -523,6 +523,10 @@ def train_sae(
     def elapsed() -> float:
         return run.seconds_before + time.monotonic() - started
 
+    def save(seconds: float) -> None:
+        state = _checkpoint_state(run, settings, seconds)
+        _save_checkpoint(checkpoint, run.sae, run.optimizer, run.dead_counter, state)
+
     with _Signals(checkpoint is not None) as signals:
         while run.step < stop_at:
             x = torch.from_numpy(next(stream)).to(device)
@@ -535,18 +539,15 @@ def train_sae(
                 progress(TrainState(run.step, run.n_steps, run.step * batch_size, float(out["loss"].detach()),
                                     float(out["mse"].detach()), float(out["aux"].detach()), rate, n_dead))  # fmt: skip
             if checkpoint is not None and signals.received is not None:
-                _save_checkpoint(checkpoint, run.sae, run.optimizer, run.dead_counter,
-                                 _checkpoint_state(run, settings, elapsed()))  # fmt: skip
+                save(elapsed())
                 name = signal.Signals(signals.received).name
                 raise TrainingInterrupted(f"{name} at step {run.step}; checkpoint saved in {checkpoint}")
             if checkpoint is not None and time.monotonic() - last_saved >= checkpoint_seconds:
-                _save_checkpoint(checkpoint, run.sae, run.optimizer, run.dead_counter,
-                                 _checkpoint_state(run, settings, elapsed()))  # fmt: skip
+                save(elapsed())
                 last_saved = time.monotonic()
     seconds = elapsed()
     if checkpoint is not None:
-        state = _checkpoint_state(run, settings, seconds)
-        _save_checkpoint(checkpoint, run.sae, run.optimizer, run.dead_counter, state)
+        save(seconds)
     return run.sae.eval(), _record(run, settings, seconds, tokens)
 
 
