@@ -137,7 +137,6 @@ class _PartWriter:
         # Done once on disk: a protein buffered when the run stops is computed again on resume.
         self.done.done.update(buffer.positions)
         buffer.clear()
-        release_freed_memory()  # the part's many small arrays, freed, would otherwise stay with the process
 
     def record(self, state: RunState) -> None:
         self.done.counters = {"n_proteins": state.n_proteins, "n_residues": state.n_residues,
@@ -289,6 +288,8 @@ def _run_batch(adapter, batch, buffer, writer, settings, state, rank) -> None:
     state.padded_tokens += len(batch) * max(item.tokens for item in batch)
     if buffer.residues >= PART_RESIDUES:
         writer.write(buffer)
+    if adapter.device.type == "cpu":
+        release_freed_memory()  # as analyze does after each batch: the forward pass's freed blocks go back
 
 
 def _finish(adapter, directory: Path, writer: _PartWriter, world_size: int, fingerprint: dict, state) -> dict:
