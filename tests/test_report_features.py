@@ -315,3 +315,16 @@ window.addEventListener("load", () => setTimeout(() => {
     # The structure drawn with feature 0's activations as B-factors: its largest is residue 13's.
     assert attributes["drawn"] == f"true|t.H|{max(PEAK):.2f}"
     assert attributes.get("stages") == "1"
+
+
+def test_report_no_views_leaves_the_feature_structures_out(tmp_path):
+    from typer.testing import CliRunner
+
+    from plmlens.cli import app
+
+    source = write_structure(tmp_path / "t.pdb")
+    small_run(tmp_path / "run")
+    add_features(tmp_path / "run", source)
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "run"), "--no-views"])
+    assert result.exit_code == 0, result.output
+    assert "3D views were left out" in (tmp_path / "run" / "report.html").read_text()

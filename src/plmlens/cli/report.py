@@ -185,7 +185,11 @@ def report(
         Path, typer.Argument(help="Directory written by `plmlens analyze` (and `probe --out RUN_DIR/probe`).")
     ],
     views: Annotated[
-        bool, typer.Option(help="Run example proteins through the model for the head explorer's 3D view.")
+        bool,
+        typer.Option(
+            help="Run example proteins through the model for the head explorer's 3D view, and re-read the "
+            "feature browser's structures; --no-views: neither."
+        ),
     ] = True,
     min_weight: Annotated[float, typer.Option(help="Hide arcs lighter than this in the 3D view at first.")] = 0.1,
     candidates: Annotated[int, typer.Option(help="Proteins of the run's data run to choose examples from.")] = 30,
@@ -236,7 +240,8 @@ def _report(claim, run_dir: Path, summary: dict, views: bool, min_weight: float,
             examples, note = None, missing_ngl or "3D views were left out (--no-views)"
         try:
             commit_or_exit(claim, lambda staging: build_report(run_dir, examples=examples, examples_note=note,
-                                                               draw_weight=min_weight, out_dir=staging))  # fmt: skip
+                                                               draw_weight=min_weight, out_dir=staging,
+                                                               feature_structures=views))  # fmt: skip
         except (ViewerError, AccumulatorFileError, RunDirError) as error:
             raise fail(str(error)) from None
         except (KeyError, ValueError) as error:  # a hand-edited table (pandas' parser errors are ValueErrors)
